@@ -1,0 +1,5 @@
+import sys
+
+from ecaplatform.cli import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""The `job:` section of a job YAML: what the run is called, which claim it tests and where it runs.
+
+A job YAML is a LightningCLI config (model/data/trainer) plus this section, so the same file works with
+`eca fit --config` and with `eca submit`. Dataclasses let jsonargparse reject unknown keys and wrong types
+with the field's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class Resources:
+    """What a SLURM allocation asks for (ignored by the local launcher except `gpus_per_node`)."""
+
+    nodes: int = 1
+    gpus_per_node: int = 0  # 0 means a CPU job: --ntasks-per-node is then `tasks_per_node`
+    tasks_per_node: int = 1  # used when gpus_per_node == 0 (CPU DDP); otherwise one task per GPU
+    cpus_per_task: int = 2
+    mem: str = "8G"
+    time: str = "01:00:00"
+    partition: str | None = None
+    account: str | None = None
+
+
+@dataclass
+class JobSpec:
+    """Identity and placement of a run. `claim` is a claim id from claims/eca_net.yaml, or None."""
+
+    name: str = "unnamed"
+    claim: str | None = None
+    launcher: Literal["local", "slurm"] = "local"
+    resources: Resources = field(default_factory=Resources)
+    # W&B: "auto" is online when WANDB_API_KEY is set, offline otherwise.
+    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    wandb_project: str = "eca-net"
+    wandb_entity: str | None = None

@@ -1,0 +1,22 @@
+"""Shared pytest setup: keep every test away from the user's real store, W&B and home directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every test gets its own SQLite store and offline W&B directory unless it sets its own.
+    monkeypatch.setenv("ECA_DB_URL", f"sqlite:///{tmp_path / 'eca-test.db'}")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
