@@ -1,14 +1,46 @@
 """The seam between the LightningCLI (ecaplatform/lightning_cli.py) and tracking.
 
-STUB: the tracking work (issue 4) replaces the body. The CLI calls `tracking_for_run` once per
-`eca fit|validate|test`, after parsing and before the Trainer is built, and adds what it returns.
+The CLI calls `tracking_for_run` once per `eca fit|validate|test`, after parsing and before the Trainer is
+built, and adds what it returns: the RunRecorder callback (SQL store) and a WandbLogger (or None).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ecaplatform.jobspec import JobSpec
+from ecaplatform.tracking.claims import claim_ids
+from ecaplatform.tracking.provenance import resolve_run_id
+from ecaplatform.tracking.recorder import RESULT_SPLITS, RunRecorder
+
+
+def wandb_mode(job: JobSpec) -> str:
+    """online | offline | disabled. A job that says disabled is; otherwise `WANDB_MODE` in the environment wins
+    (a machine or a test can forbid the network); then the job's mode; "auto" is online only with `WANDB_API_KEY`."""
+    if job.wandb_mode == "disabled":
+        return "disabled"
+    from_env = os.environ.get("WANDB_MODE")
+    if from_env in ("online", "offline", "disabled"):
+        return from_env
+    if from_env == "dryrun":
+        return "offline"
+    if job.wandb_mode != "auto":
+        return job.wandb_mode
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def make_wandb_logger(run_id: str, job: JobSpec, mode: str) -> Any:
+    """A WandbLogger whose W&B run id is the store's run id: a resume or requeue continues the same W&B run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    save_dir = os.environ.get("WANDB_DIR") or "."
+    os.makedirs(save_dir, exist_ok=True)
+    tags = [job.claim] if job.claim else None
+    return WandbLogger(
+        name=job.name, project=job.wandb_project, entity=job.wandb_entity, id=run_id, resume="allow",
+        mode=mode, save_dir=save_dir, log_model=False, tags=tags, group=job.claim,
+    )  # fmt: skip
 
 
 def tracking_for_run(subcommand: str, config: dict[str, Any], job: JobSpec | None) -> tuple[list[Any], Any]:
@@ -16,4 +48,17 @@ def tracking_for_run(subcommand: str, config: dict[str, Any], job: JobSpec | Non
 
     `config` is the resolved config of the subcommand as a plain dict (what `--print_config` shows).
     """
-    return [], None
+    if subcommand not in RESULT_SPLITS:
+        return [], None
+    job = job or JobSpec()
+    if job.claim and job.claim not in claim_ids():
+        raise ValueError(
+            f"job.claim: {job.claim!r} is not a claim id in claims/eca_net.yaml; `eca claims --json` lists them "
+            "(ids look like eca_resnet50-imagenet-top1)"
+        )
+    ckpt_path = config.get("ckpt_path") if subcommand == "fit" else None
+    run_id = resolve_run_id(ckpt_path)
+    mode = wandb_mode(job)
+    logger = None if mode == "disabled" else make_wandb_logger(run_id, job, mode)
+    recorder = RunRecorder(run_id=run_id, command=subcommand, config=config, job=job, wandb_logger=logger)
+    return [recorder], logger

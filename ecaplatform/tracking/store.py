@@ -99,3 +99,65 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     factory = sessionmaker(engine, expire_on_commit=False)
     with factory() as session, session.begin():
         yield session
+
+
+# --- schema migrations (Alembic) -------------------------------------------------------------------------------
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_schema_ready: set[str] = set()  # URLs this process has already brought to the head revision
+
+
+def alembic_config(connection=None):  # type: ignore[no-untyped-def]
+    """An Alembic Config for the store's migrations, bound to `connection` if given (no alembic.ini needed)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration revision shipped with this version of ecaplatform."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, f"no migrations found in {MIGRATIONS_DIR}"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None for an empty (never migrated) database."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine | None = None, revision: str = "head") -> str | None:
+    """Create the store or migrate it to `revision`; safe to call from many processes at once. Returns the revision."""
+    from alembic import command
+
+    engine = engine or make_engine()
+    with engine.connect() as connection:
+        command.upgrade(alembic_config(connection), revision)
+        connection.commit()
+    _schema_ready.add(str(engine.url))
+    return current_revision(engine)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Bring the store to the head revision once per process, so no user ever has to run `eca db upgrade`."""
+    key = str(engine.url)
+    if key in _schema_ready:
+        return
+    if current_revision(engine) != head_revision():
+        upgrade(engine)
+    _schema_ready.add(key)
+
+
+def writer_engine(url: str | None = None) -> Engine:
+    """An engine for writing, with the schema created or migrated first."""
+    engine = make_engine(url)
+    ensure_schema(engine)
+    return engine

@@ -1,0 +1,188 @@
+"""Loading released ECA-Net checkpoints (and our own) safely, with the architecture read from the tensors.
+
+A released file (e.g. eca_resnet50_k3557.pth.tar) is a plain torch.save dict {epoch, arch, state_dict,
+best_prec1, optimizer} whose state_dict keys carry DataParallel's `module.` prefix. Its `arch` field can be
+wrong, so the architecture, attention kind, ECA kernels, SE ratio and class count are all worked out from the
+tensor names and shapes. Files are read with torch.load(weights_only=True): a pickle that would run code is
+refused before anything in it runs.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .registry import create_model
+from .resnet import RESNET_LAYOUTS
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or whose tensors do not fit the model."""
+
+
+def read_checkpoint(path: str | Path) -> object:
+    """torch.load with weights_only=True, on the CPU, with errors that say what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refused to load {str(path)!r}: it holds Python objects that torch.load(weights_only=True) will not "
+            f"unpickle (loading them could run arbitrary code). Only plain tensors/dicts/numbers are accepted; "
+            f"re-save the weights as a state_dict from a trusted environment. Detail: {err}") from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint "
+                              f"(note: a .pth.tar file is a torch.save file, not a tar archive): {err}") from err
+
+
+def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The model's tensors from a released dict, a bare state_dict or a Lightning checkpoint, prefixes removed.
+
+    Removes DataParallel's `module.`, torch.compile's `_orig_mod.` and, for Lightning checkpoints (keys under
+    `model.`), keeps only the network's own keys.
+    """
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{source}: expected a state_dict (or a dict with a 'state_dict' entry), "
+                              f"got {type(obj).__name__}")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{source}: the state_dict holds no tensors (keys: {list(obj)[:5]}...)")
+
+    def strip(key: str) -> str:
+        return re.sub(r"(^|\.)(module|_orig_mod)\.", r"\1", key)
+
+    tensors = {strip(k): v for k, v in tensors.items()}
+    if any(k.startswith("model.") for k in tensors):  # a Lightning checkpoint of our ImageClassifier
+        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    return tensors
+
+
+def compare_state_dicts(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str | None:
+    """None if keys and shapes agree, else a message naming the first differing key and both shapes."""
+    for key, tensor in expected.items():
+        if key not in found:
+            return f"first differing key {key!r}: model shape {list(tensor.shape)}, missing in the checkpoint"
+        if tuple(found[key].shape) != tuple(tensor.shape):
+            return (f"first differing key {key!r}: model shape {list(tensor.shape)}, "
+                    f"checkpoint shape {list(found[key].shape)}")
+    for key, tensor in found.items():
+        if key not in expected:
+            return f"first differing key {key!r}: not in the model, checkpoint shape {list(tensor.shape)}"
+    return None
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
+                           hint: str = "") -> None:
+    """load_state_dict(strict=True), after a key/shape check whose error names the first difference."""
+    problem = compare_state_dicts(model.state_dict(), state_dict)
+    if problem:
+        raise CheckpointError(f"{source} does not fit the model: {problem}.{hint}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_checkpoint_into(model: nn.Module, path: str | Path, model_name: str = "the model") -> nn.Module:
+    """Load a checkpoint file into an existing model strictly (used by create_model(name, checkpoint=...))."""
+    state_dict = extract_state_dict(read_checkpoint(path), str(path))
+    hint = ""
+    try:
+        arch = infer_architecture(state_dict)
+        args = ", ".join(f"{k}={v!r}" for k, v in {"num_classes": arch["num_classes"], **arch["kwargs"]}.items())
+        hint = (f" The checkpoint holds {arch['name']}({args}): create it with those arguments, or let "
+                f"load_official_checkpoint({str(path)!r}) work them out.")
+    except CheckpointError:
+        pass
+    load_state_dict_strict(model, state_dict, f"checkpoint {str(path)!r} for {model_name}", hint)
+    return model
+
+
+def _block_indices(keys: list[str], prefix: str) -> list[int]:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return sorted({int(m.group(1)) for k in keys if (m := pattern.match(k))})
+
+
+def _attention_kind(keys: list[str]) -> str:
+    if any(re.search(r"\.eca\.conv\.weight$", k) or re.search(r"conv\.\d+\.conv\.weight$", k) for k in keys):
+        return "eca"
+    if any(".se.fc." in k or re.search(r"conv\.\d+\.fc\.", k) for k in keys):
+        return "se"
+    if any(".cbam." in k or re.search(r"conv\.\d+\.channel\.mlp\.", k) for k in keys):
+        return "cbam"
+    return "none"
+
+
+def _se_reduction(sd: Mapping[str, torch.Tensor], attention: str, default: int) -> int | None:
+    """SE/CBAM ratio r from the first block's squeeze layer ([C/r, C] or [C/r, C, 1, 1])."""
+    if attention not in ("se", "cbam"):
+        return None
+    suffix = ".fc.0.weight" if attention == "se" else ".channel.mlp.0.weight"
+    weight = next(v for k, v in sd.items() if k.endswith(suffix))
+    hidden, channels = weight.shape[:2]
+    reduction = channels // hidden
+    return None if reduction == default else reduction
+
+
+def infer_architecture(sd: Mapping[str, torch.Tensor]) -> dict:
+    """{'name': registered model name, 'kwargs': constructor kwargs} worked out from tensor names and shapes."""
+    keys = list(sd)
+    attention = _attention_kind(keys)
+    prefix = {"none": "", "se": "se_", "cbam": "cbam_", "eca": "eca_"}[attention]
+    kwargs: dict[str, object] = {}
+    if "conv1.weight" in sd and "layer1.0.conv1.weight" in sd and "fc.weight" in sd:
+        block = "bottleneck" if "layer1.0.conv3.weight" in sd else "basic"
+        layers = tuple(len(_block_indices(keys, f"layer{i}.")) for i in range(1, 5))
+        depth = next((d for d, (b, n) in RESNET_LAYOUTS.items() if b == block and n == layers), None)
+        if depth is None:
+            raise CheckpointError(f"ResNet with {block} blocks per stage {layers} is not a known depth; known: "
+                                  f"{ {d: n for d, (_, n) in RESNET_LAYOUTS.items()} }")
+        if attention == "eca":
+            kernels = []
+            for stage, blocks in enumerate(layers, start=1):
+                ks = {sd[f"layer{stage}.{b}.eca.conv.weight"].shape[-1] for b in range(blocks)}
+                if len(ks) != 1:
+                    raise CheckpointError(f"layer{stage} mixes ECA kernel sizes {sorted(ks)}; "
+                                          f"only one kernel per stage is supported")
+                kernels.append(int(ks.pop()))
+            kwargs["k_size"] = kernels
+        name, num_classes = f"{prefix}resnet{depth}", sd["fc.weight"].shape[0]
+    elif "features.0.0.weight" in sd and "classifier.1.weight" in sd:
+        if attention == "eca":
+            blocks = _block_indices(keys, "features.")
+            kernels = []
+            for b in blocks:
+                eca = [v for k, v in sd.items() if re.fullmatch(rf"features\.{b}\.conv\.\d+\.conv\.weight", k)]
+                if eca:
+                    kernels.append(int(eca[0].shape[-1]))
+            kwargs["k_size"] = kernels
+        name, num_classes = f"{prefix}mobilenet_v2", sd["classifier.1.weight"].shape[0]
+    else:
+        raise CheckpointError("cannot tell the architecture: expected ResNet keys (conv1.weight, "
+                              "layer1.0.conv1.weight, fc.weight) or MobileNetV2 keys (features.0.0.weight, "
+                              f"classifier.1.weight); first keys found: {keys[:5]}")
+    default_r = 8 if name.endswith("mobilenet_v2") else 16
+    reduction = _se_reduction(sd, attention, default_r)
+    if reduction is not None:
+        kwargs["se_reduction"] = reduction
+    return {"name": name, "num_classes": int(num_classes), "kwargs": kwargs}
+
+
+def load_official_checkpoint(path: str | Path) -> nn.Module:
+    """Build the model a checkpoint file holds and load it strictly; the model is returned in eval mode.
+
+    Reads released ECA-Net files ({'state_dict': ...} with `module.` prefixes), bare state_dicts and our
+    Lightning checkpoints (`model.` prefixes). The `arch` field is ignored: architecture, attention, ECA
+    kernels per stage/block, SE ratio and number of classes come from the tensors themselves.
+    """
+    state_dict = extract_state_dict(read_checkpoint(path), str(path))
+    arch = infer_architecture(state_dict)
+    model = create_model(arch["name"], num_classes=arch["num_classes"], **arch["kwargs"])
+    load_state_dict_strict(model, state_dict, f"checkpoint {str(path)!r} (read as {arch['name']})")
+    return model.eval()

@@ -1,0 +1,196 @@
+"""ResNet-18/34/50/101/152 (torchvision v1.5 layout: stride on the 3x3 conv) with pluggable channel attention.
+
+Module names follow torchvision (conv1, bn1, layer1.0.conv1, downsample.0/1, fc), and the attention module sits
+under its own kind's name (`eca`, `se`, `cbam`) after the block's last BN, before the residual add. So the
+plain models load torchvision weights and the ECA models load the released ECA-Net checkpoints as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .attention import attention_attr, make_attention
+from .eca import resolve_resnet_kernels
+from .registry import ModelInfo, register_model
+
+# depth -> (block type, blocks per stage)
+RESNET_LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+STAGE_PLANES = (64, 128, 256, 512)
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class _AttentionMixin:
+    """Stores the block's attention module under its kind's name, so state_dict keys read `...eca.conv.weight`."""
+
+    def _set_attention(self, attention: str, channels: int, k_size: int | None, reduction: int) -> None:
+        self.attention_name = attention_attr(attention)
+        if self.attention_name is not None:
+            module = make_attention(attention, channels, k_size=k_size, reduction=reduction)
+            setattr(self, self.attention_name, module)
+
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.attention_name is None else getattr(self, self.attention_name)(x)
+
+
+class BasicBlock(_AttentionMixin, nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 attention: str = "none", k_size: int | None = None, reduction: int = 16) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self._set_attention(attention, planes, k_size, reduction)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self._attend(self.bn2(self.conv2(out)))
+        return self.relu(out + identity)
+
+
+class Bottleneck(_AttentionMixin, nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 attention: str = "none", k_size: int | None = None, reduction: int = 16) -> None:
+        super().__init__()
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self._set_attention(attention, planes * self.expansion, k_size, reduction)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self._attend(self.bn3(self.conv3(out)))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """A ResNet of the given depth with `attention` in every block.
+
+    k_size (ECA only): "released" (default: the released checkpoint's per-stage kernels), "adaptive" (the
+    paper's formula), one odd int, or 4 odd ints (layer1..layer4). se_reduction: SE/CBAM ratio r (16).
+    """
+
+    def __init__(self, depth: int, num_classes: int = 1000, attention: str = "none",
+                 k_size: str | int | Sequence[int] = "released", se_reduction: int = 16) -> None:
+        super().__init__()
+        if depth not in RESNET_LAYOUTS:
+            raise ValueError(f"ResNet depth {depth} is not supported; use one of {sorted(RESNET_LAYOUTS)}")
+        block_kind, layers = RESNET_LAYOUTS[depth]
+        block = BasicBlock if block_kind == "basic" else Bottleneck
+        self.depth, self.attention = depth, attention
+        stage_channels = [p * block.expansion for p in STAGE_PLANES]
+        self.eca_kernels = resolve_resnet_kernels(k_size, depth, stage_channels) if attention == "eca" else None
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        for i, (planes, blocks) in enumerate(zip(STAGE_PLANES, layers, strict=True)):
+            k = self.eca_kernels[i] if self.eca_kernels else None
+            stage = self._make_layer(block, planes, blocks, 1 if i == 0 else 2, attention, k, se_reduction)
+            setattr(self, f"layer{i + 1}", stage)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        # torchvision's / the released code's init; Conv1d (ECA) and Linear keep PyTorch's defaults.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int,
+                    attention: str, k_size: int | None, reduction: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
+                                       nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, downsample, attention, k_size, reduction)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, 1, None, attention, k_size, reduction) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+# ---- registered models -------------------------------------------------------------------------------------
+# Paper numbers per (depth, attention): (top-1, top-5, params 2^20, FLOPs 2^30); R-18/34 from the poster.
+_PAPER: dict[tuple[int, str], tuple[float | None, float | None, float | None, float | None]] = {
+    (18, "none"): (70.40, 89.45, None, None),
+    (18, "se"): (70.59, 89.78, None, None),
+    (18, "eca"): (70.78, 89.92, None, None),
+    (34, "none"): (73.31, 91.40, None, None),
+    (34, "se"): (73.87, 91.65, None, None),
+    (34, "cbam"): (74.01, 91.76, None, None),
+    (34, "eca"): (74.21, 91.83, None, None),
+    (50, "none"): (75.20, 92.52, 24.37, 3.86),
+    (50, "se"): (76.71, 93.38, 26.77, 3.87),
+    (50, "cbam"): (77.34, 93.69, 26.77, 3.87),
+    (50, "eca"): (77.48, 93.68, 24.37, 3.86),
+    (101, "none"): (76.83, 93.48, 42.49, 7.34),
+    (101, "se"): (77.62, 93.93, 47.01, 7.35),
+    (101, "cbam"): (78.49, 94.31, 47.01, 7.35),
+    (101, "eca"): (78.65, 94.34, 42.49, 7.35),
+    (152, "none"): (77.58, 93.66, 57.40, 10.82),
+    (152, "se"): (78.43, 94.27, 63.68, 10.85),
+    (152, "eca"): (78.92, 94.55, 57.40, 10.83),
+}
+_PREFIX = {"none": "", "se": "se_", "cbam": "cbam_", "eca": "eca_"}
+_METHOD = {"none": "ResNet", "se": "SENet", "cbam": "CBAM", "eca": "ECA-Net"}
+_RELEASED = {18: "eca_resnet18_k3577.pth.tar", 34: "eca_resnet34_k3357.pth.tar", 50: "eca_resnet50_k3557.pth.tar",
+             101: "eca_resnet101_k3357.pth.tar", 152: "eca_resnet152_k3357.pth.tar"}
+
+
+def _register_resnet(depth: int, attention: str) -> None:
+    top1, top5, params, flops = _PAPER.get((depth, attention), (None, None, None, None))
+    info = ModelInfo(name=f"{_PREFIX[attention]}resnet{depth}", family="resnet", depth=depth, attention=attention,
+                     backbone=f"ResNet-{depth}", method=_METHOD[attention], paper_top1=top1, paper_top5=top5,
+                     paper_params_m=params, paper_flops_g=flops,
+                     released_checkpoint=_RELEASED[depth] if attention == "eca" else None)
+
+    def factory(num_classes: int = 1000, **kwargs: object) -> ResNet:
+        return ResNet(depth, num_classes=num_classes, attention=attention, **kwargs)
+
+    factory.__name__ = factory.__qualname__ = info.name
+    factory.__doc__ = f"{info.method} {info.backbone} (attention={attention!r}); kwargs go to ResNet."
+    register_model(info)(factory)
+
+
+for _attention in ("none", "se", "cbam", "eca"):
+    for _depth in RESNET_LAYOUTS:
+        _register_resnet(_depth, _attention)

@@ -1,0 +1,150 @@
+"""`eca claims`, `eca runs` and `eca db`: the store from the command line (no torch import)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+
+from ecaplatform.tracking.claims import ClaimsFileError, ensure_claims
+from ecaplatform.tracking.schema import RUN_STATUSES, EpochMetric, Result, Run
+from ecaplatform.tracking.store import current_revision, db_url, head_revision, session_scope, upgrade, writer_engine
+from ecaplatform.tracking.verification import evaluate_claims
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[("" if value is None else str(value)) for value in row] for row in rows]
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def claims_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="eca claims", description="The paper's claims, their status and evidence.")
+    parser.add_argument("--public", action="store_true", help="only the claims the public leaderboard page lists")
+    parser.add_argument("--model", help="only claims about this registry model, e.g. eca_resnet50")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+
+    try:
+        engine = writer_engine()
+        ensure_claims(engine)
+    except ClaimsFileError as exc:
+        print(f"eca claims: {exc}", file=sys.stderr)
+        return 1
+    with session_scope(engine) as session:
+        statuses = evaluate_claims(session)
+    statuses = [
+        s for s in statuses if (not args.public or s.claim.public) and (not args.model or s.claim.model == args.model)
+    ]
+    if args.json:
+        records = [
+            {
+                "id": s.claim.id, "label": s.claim.label, "dataset": s.claim.dataset, "split": s.claim.split,
+                "model": s.claim.model, "metric": s.claim.metric, "claimed": s.claim.claimed,
+                "tolerance": s.claim.tolerance, "public": s.claim.public, "status": s.status,
+                "verified_value": s.verified_value, "delta": s.delta, "evidence_run_id": s.evidence_run_id,
+                "best_other_value": s.best_other_value, "best_other_run_id": s.best_other_run_id,
+                "best_other_reason": s.best_other_reason,
+            }  # fmt: skip
+            for s in statuses
+        ]
+        print(json.dumps(records, indent=2))
+        return 0
+    rows = []
+    for s in statuses:
+        measured = _pct(s.verified_value)
+        evidence = s.evidence_run_id
+        if s.verified_value is None and s.best_other_value is not None:
+            # Shown, never verifying: say why next to the number.
+            measured = f"({_pct(s.best_other_value)})"
+            evidence = f"{s.best_other_run_id}: {s.best_other_reason}"
+        rows.append(
+            [s.claim.label, s.claim.dataset, s.claim.metric, _pct(s.claim.claimed), measured, s.status, evidence]
+        )
+    print(_table(["Claim", "Dataset", "Metric", "Claimed", "Measured", "Status", "Evidence"], rows))
+    print(f"\n{len(statuses)} claims; store: {engine.url.render_as_string(hide_password=True)}")
+    return 0
+
+
+def runs_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="eca runs", description="Recorded runs, newest first.")
+    parser.add_argument("--status", choices=RUN_STATUSES, help="only runs with this status")
+    parser.add_argument("--model", help="only runs of this registry model")
+    parser.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
+    parser.add_argument("--show", metavar="RUN_ID", help="everything recorded about one run, as JSON")
+    args = parser.parse_args(argv)
+
+    engine = writer_engine()
+    with session_scope(engine) as session:
+        if args.show:
+            run = session.get(Run, args.show)
+            if run is None:
+                print(f"eca runs: no run with id {args.show!r}; `eca runs` lists the ids", file=sys.stderr)
+                return 1
+            print(json.dumps(run_details(session, run), indent=2, default=str))
+            return 0
+        query = select(Run).order_by(Run.created_at.desc(), Run.id).limit(args.limit)
+        if args.status:
+            query = query.where(Run.status == args.status)
+        if args.model:
+            query = query.where(Run.model_name == args.model)
+        runs = session.scalars(query).all()
+        rows = [
+            [
+                run.id, run.job_name, run.command, run.model_name, run.dataset_name, run.status,
+                _pct(run.best_top1), run.slurm_job_id, f"{run.created_at:%Y-%m-%d %H:%M}" if run.created_at else "",
+            ]  # fmt: skip
+            for run in runs
+        ]
+    print(_table(["Run", "Job", "Command", "Model", "Data", "Status", "Best top-1", "SLURM", "Created (UTC)"], rows))
+    return 0
+
+
+def run_details(session: Any, run: Run) -> dict[str, Any]:
+    """One run with its provenance, per-epoch metrics and results, as plain data."""
+    details = {column.name: getattr(run, column.name) for column in Run.__table__.columns}
+    metrics = session.scalars(select(EpochMetric).where(EpochMetric.run_id == run.id).order_by(EpochMetric.epoch))
+    details["metrics"] = [{"epoch": m.epoch, "step": m.step, "name": m.name, "value": m.value} for m in metrics]
+    results = session.scalars(select(Result).where(Result.run_id == run.id).order_by(Result.id))
+    details["results"] = [
+        {column.name: getattr(r, column.name) for column in Result.__table__.columns if column.name != "run_id"}
+        for r in results
+    ]
+    return details
+
+
+def db_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="eca db", description="The run store (ECA_DB_URL, else a per-user SQLite).")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("upgrade", help="create the store or migrate it to the newest schema (also done automatically)")
+    sub.add_parser("url", help="print the store's URL")
+    sub.add_parser("current", help="print the schema revision the store is at, and the newest one")
+    args = parser.parse_args(argv)
+
+    from ecaplatform.tracking.store import make_engine
+
+    if args.action == "url":
+        print(db_url())
+        return 0
+    engine = make_engine()
+    if args.action == "current":
+        print(f"store {engine.url.render_as_string(hide_password=True)}: at {current_revision(engine)}, "
+              f"newest {head_revision()}")  # fmt: skip
+        return 0
+    before = current_revision(engine)
+    after = upgrade(engine)
+    ensure_claims(engine)
+    change = "already at" if before == after else f"upgraded from {before or 'empty'} to"
+    print(f"store {engine.url.render_as_string(hide_password=True)}: {change} {after}")
+    return 0

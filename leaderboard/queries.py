@@ -1,0 +1,381 @@
+"""Read-only data access for the leaderboard: plain SQLAlchemy in, plain data (dataclasses, DataFrames) out.
+
+Nothing here imports Streamlit, so the queries are testable and benchmarkable on their own; `leaderboard.data`
+adds the caching. Every function takes an engine opened with `make_engine(url, readonly=True)` (or None when
+the SQLite file does not exist yet) and never writes. Claim statuses come from
+`ecaplatform.tracking.verification`: the rule lives there, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from ecaplatform.tracking.schema import Claim, EpochMetric, Result, Run
+from ecaplatform.tracking.store import make_engine
+from ecaplatform.tracking.verification import ClaimStatus, evaluate_claims, status_of
+
+
+@dataclass(frozen=True)
+class PaperInfo:
+    title: str = "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks"
+    venue: str = "CVPR 2020"
+    arxiv_id: str = "1910.03151"
+    arxiv_url: str = "https://arxiv.org/abs/1910.03151"
+    code_url: str = "https://github.com/BangguWu/ECANet"
+
+
+PAPER = PaperInfo()
+
+# What the store can look like to the app.
+STORE_OK = "ok"
+STORE_MISSING = "missing"  # the SQLite file does not exist yet (a fresh user)
+STORE_UNINITIALISED = "uninitialised"  # the database exists but has no tables (no `eca db upgrade` yet)
+
+METRIC_NAMES = {"top1": "top-1", "top5": "top-5"}
+
+# The curves the run page draws, by panel.
+LOSS_CURVES = ("train_loss", "val_loss")
+ACCURACY_CURVES = ("val_top1", "val_top5", "train_top1")
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    """One line of the claims table: the claim, the platform's verdict and its evidence."""
+
+    claim_id: str
+    label: str
+    backbone: str
+    method: str
+    model: str
+    dataset: str
+    split: str
+    metric: str
+    claimed: float
+    tolerance: float
+    source: str
+    public: bool
+    status: str
+    verified: float | None
+    delta: float | None
+    samples_evaluated: int | None
+    expected_samples: int
+    evidence_run_id: str | None
+    best_other_value: float | None
+    best_other_run_id: str | None
+    best_other_reason: str | None
+
+
+@dataclass(frozen=True)
+class ClaimsBoard:
+    store_state: str  # STORE_OK | STORE_MISSING | STORE_UNINITIALISED
+    store_url: str  # password hidden
+    claims_source: str  # "store" or the claims YAML path the claims were read from
+    rows: list[ClaimRow] = field(default_factory=list)
+    run_count: int = 0
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: dict[str, Any]  # the run's columns
+    results: pd.DataFrame  # one row per final evaluation
+    curves: pd.DataFrame  # long format: epoch, name, value
+    evidence_for: list[str]  # claims this run is the evidence for: "ECA-Net (ResNet-50) top-1 77.48 (Verified)"
+
+
+def display_url(url: str) -> str:
+    """The store URL as it may be shown on a page: without the password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, or None for other databases."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return Path(parsed.database).expanduser()
+
+
+def open_readonly(url: str) -> Engine | None:
+    """A read-only engine, or None when the SQLite file does not exist (the app then shows the claims YAML)."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return None
+    return make_engine(url, readonly=True)
+
+
+def has_tables(engine: Engine) -> bool:
+    names = set(inspect(engine).get_table_names())
+    return {Claim.__tablename__, Run.__tablename__, Result.__tablename__} <= names
+
+
+# ----------------------------------------------------------------------------------------------- claims
+
+
+def yaml_claims() -> tuple[list[Claim], str]:
+    """The paper's claims from the claims YAML, as transient Claim objects (no store), and where they came from."""
+    from ecaplatform.tracking.claims import claims_file, read_claims
+
+    path = claims_file()
+    return [Claim(**fields) for fields in read_claims(path)], str(path)
+
+
+def _claim_row(status: ClaimStatus) -> ClaimRow:
+    claim = status.claim
+    return ClaimRow(
+        claim_id=claim.id,
+        label=claim.label,
+        backbone=claim.backbone,
+        method=claim.method,
+        model=claim.model,
+        dataset=claim.dataset,
+        split=claim.split,
+        metric=claim.metric,
+        claimed=claim.claimed,
+        tolerance=claim.tolerance,
+        source=claim.source,
+        public=bool(claim.public),
+        status=status.status,
+        verified=status.verified_value,
+        delta=status.delta,
+        samples_evaluated=status.samples_evaluated,
+        expected_samples=claim.expected_samples,
+        evidence_run_id=status.evidence_run_id,
+        best_other_value=status.best_other_value,
+        best_other_run_id=status.best_other_run_id,
+        best_other_reason=status.best_other_reason,
+    )
+
+
+def _display_order(claims: Sequence[Claim]) -> list[Claim]:
+    # The same order evaluate_claims uses on the store: the public four first, then by position.
+    return sorted(claims, key=lambda c: (not c.public, c.position or 0, c.id))
+
+
+def claims_board(engine: Engine | None, url: str) -> ClaimsBoard:
+    """Every claim with its status. Without a store (or with an empty one) the YAML claims show as Unverified."""
+    shown_url = display_url(url)
+    if engine is None or not has_tables(engine):
+        claims, source = yaml_claims()
+        rows = [_claim_row(status_of(claim, [])) for claim in _display_order(claims)]
+        state = STORE_MISSING if engine is None else STORE_UNINITIALISED
+        return ClaimsBoard(store_state=state, store_url=shown_url, claims_source=source, rows=rows)
+
+    with Session(engine) as session:
+        statuses = evaluate_claims(session)
+        source = "store"
+        if not statuses:  # tables exist but `eca claims` never loaded them: judge the YAML claims on the store
+            claims, source = yaml_claims()
+            statuses = evaluate_claims(session, _display_order(claims))
+        run_count = session.scalar(select(func.count()).select_from(Run)) or 0
+        rows = [_claim_row(status) for status in statuses]
+    return ClaimsBoard(store_state=STORE_OK, store_url=shown_url, claims_source=source, rows=rows, run_count=run_count)
+
+
+# ------------------------------------------------------------------------------------------------- runs
+
+RUN_LIST_COLUMNS = (
+    Run.id,
+    Run.status,
+    Run.job_name,
+    Run.command,
+    Run.model_name,
+    Run.dataset_name,
+    Run.claim_id,
+    Run.best_top1,
+    Run.created_at,
+    Run.started_at,
+    Run.ended_at,
+    Run.git_commit,
+    Run.git_dirty,
+    Run.wandb_path,
+    Run.wandb_mode,
+    Run.world_size,
+)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; the recorder writes UTC.
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+def duration_seconds(started: datetime | None, ended: datetime | None, now: datetime | None = None) -> float | None:
+    """Wall time of a run: ended - started, or so far for a run still going; None before it started."""
+    started, ended = _aware(started), _aware(ended)
+    if started is None:
+        return None
+    end = ended or now or datetime.now(timezone.utc)
+    return max((end - started).total_seconds(), 0.0)
+
+
+def wandb_url(path: str | None, mode: str | None) -> str | None:
+    """A link to the W&B run page for online runs (`entity/project/run_id`); None for offline runs."""
+    if not path:
+        return None
+    if path.startswith(("http://", "https://")):
+        return path
+    parts = path.strip("/").split("/")
+    if mode == "online" and len(parts) == 3 and not path.startswith("/"):
+        entity, project, run_id = parts
+        return f"https://wandb.ai/{entity}/{project}/runs/{run_id}"
+    return None
+
+
+def runs_frame(engine: Engine | None) -> pd.DataFrame:
+    """All runs, newest first, with the columns the Runs page lists and filters on."""
+    columns = [
+        "id", "status", "job", "command", "model", "dataset", "claim", "best_top1", "created_at",
+        "duration_s", "commit", "wandb", "wandb_url", "world_size",
+    ]  # fmt: skip
+    if engine is None or not has_tables(engine):
+        return pd.DataFrame(columns=columns)
+    with engine.connect() as conn:
+        rows = conn.execute(select(*RUN_LIST_COLUMNS).order_by(Run.created_at.desc(), Run.id)).all()
+    now = datetime.now(timezone.utc)
+    records = []
+    for row in rows:
+        commit = (row.git_commit or "")[:10]
+        if commit and row.git_dirty:
+            commit += " (dirty)"
+        records.append(
+            {
+                "id": row.id,
+                "status": row.status,
+                "job": row.job_name,
+                "command": row.command,
+                "model": row.model_name,
+                "dataset": row.dataset_name or "",
+                "claim": row.claim_id or "",
+                "best_top1": row.best_top1,
+                "created_at": _aware(row.created_at),
+                "duration_s": duration_seconds(row.started_at, row.ended_at, now),
+                "commit": commit,
+                "wandb": row.wandb_path or "",
+                "wandb_url": wandb_url(row.wandb_path, row.wandb_mode),
+                "world_size": row.world_size,
+            }
+        )
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def filter_runs(
+    runs: pd.DataFrame,
+    statuses: Sequence[str] = (),
+    jobs: Sequence[str] = (),
+    models: Sequence[str] = (),
+    datasets: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The runs matching every non-empty filter (an empty filter keeps everything)."""
+    mask = pd.Series(True, index=runs.index)
+    for column, wanted in (("status", statuses), ("job", jobs), ("model", models), ("dataset", datasets)):
+        if wanted:
+            mask &= runs[column].isin(list(wanted))
+    return runs[mask]
+
+
+def run_detail(engine: Engine | None, run_id: str) -> RunDetail | None:
+    """Everything the run page shows about one run, or None if there is no such run."""
+    if engine is None or not has_tables(engine):
+        return None
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            return None
+        fields = {column.key: getattr(run, column.key) for column in inspect(Run).column_attrs}
+        for key in ("created_at", "started_at", "ended_at"):
+            fields[key] = _aware(fields[key])
+        fields["duration_s"] = duration_seconds(run.started_at, run.ended_at)
+        fields["wandb_url"] = wandb_url(run.wandb_path, run.wandb_mode)
+        results = pd.DataFrame.from_records(
+            [
+                {
+                    "dataset": r.dataset,
+                    "split": r.split,
+                    "top1": r.top1,
+                    "top5": r.top5,
+                    "loss": r.loss,
+                    "samples_evaluated": r.samples_evaluated,
+                    "split_size": (r.fingerprint or {}).get("num_samples"),
+                    "fingerprint": (r.fingerprint or {}).get("hash", "")[:16],
+                    "created_at": _aware(r.created_at),
+                }
+                for r in session.scalars(select(Result).where(Result.run_id == run_id).order_by(Result.id))
+            ],
+            columns=["dataset", "split", "top1", "top5", "loss", "samples_evaluated", "split_size", "fingerprint",
+                     "created_at"],
+        )
+        curve_rows = session.execute(
+            select(EpochMetric.epoch, EpochMetric.name, EpochMetric.value)
+            .where(EpochMetric.run_id == run_id)
+            .order_by(EpochMetric.epoch, EpochMetric.name)
+        ).all()
+        curves = pd.DataFrame([tuple(r) for r in curve_rows], columns=["epoch", "name", "value"])
+        claims = session.scalars(select(Claim).where(Claim.model == run.model_name)).all()
+        evidence_for = [
+            f"{s.claim.label} {METRIC_NAMES.get(s.claim.metric, s.claim.metric)} {s.claim.claimed:.2f} ({s.status})"
+            for s in evaluate_claims(session, claims)
+            if s.evidence_run_id == run_id
+        ]
+    return RunDetail(run=fields, results=results, curves=curves, evidence_for=evidence_for)
+
+
+# ---------------------------------------------------------------------------------------------- compare
+
+
+def paper_model_info(model: str) -> dict[str, Any]:
+    """The paper's params/FLOPs/top-1 for a registered model from `ecaplatform.models`, or {} if unknown."""
+    try:
+        from ecaplatform.models import get_model_info
+    except ImportError:  # the models package is optional for the leaderboard
+        return {}
+    try:
+        info = get_model_info(model)
+    except (KeyError, ValueError):
+        return {}
+    return {
+        "paper_params_m": info.paper_params_m,
+        "paper_flops_g": info.paper_flops_g,
+        "paper_top1": info.paper_top1,
+        "paper_top5": info.paper_top5,
+    }
+
+
+def compare_frame(board: ClaimsBoard) -> pd.DataFrame:
+    """Top-1 claims per backbone: the paper's number next to ours, with the paper's parameter count.
+
+    "Ours" is the best result that qualifies under the verification rule (full split, counted once), so a
+    subset run never shows up here as if it were comparable with the paper.
+    """
+    records = []
+    for row in board.rows:
+        if row.metric != "top1":
+            continue
+        info = paper_model_info(row.model)
+        records.append(
+            {
+                "backbone": row.backbone,
+                "method": row.method,
+                "model": row.model,
+                "dataset": row.dataset,
+                "params_m": info.get("paper_params_m"),
+                "flops_g": info.get("paper_flops_g"),
+                "paper_top1": row.claimed,
+                "our_top1": row.verified,
+                "delta": row.delta,
+                "status": row.status,
+                "evidence_run_id": row.evidence_run_id,
+            }
+        )
+    columns = ["backbone", "method", "model", "dataset", "params_m", "flops_g", "paper_top1", "our_top1", "delta",
+               "status", "evidence_run_id"]
+    return pd.DataFrame.from_records(records, columns=columns)

@@ -1,0 +1,163 @@
+"""HTML for the tables whose text must be real text on the page (st.dataframe draws into a canvas).
+
+Everything from the store is escaped: run ids, job names and error messages are user input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+from ecaplatform.tracking.verification import NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
+from leaderboard.queries import ClaimRow
+
+RUN_PAGE = "run"  # the Run page's url_path (see app.py)
+
+METRIC_LABELS = {"top1": "Top-1 Accuracy", "top5": "Top-5 Accuracy"}
+DATASET_LABELS = {"imagenet": "ImageNet"}
+# Claim statuses and run statuses share the badge colours: green good, red bad, blue in progress, grey nothing yet.
+STATUS_CLASSES = {
+    VERIFIED: "verified",
+    NOT_REPRODUCED: "not-reproduced",
+    UNVERIFIED: "unverified",
+    RUNNING: "running",
+    "succeeded": "verified",
+    "failed": "not-reproduced",
+    "running": "running",
+    "queued": "running",
+    "interrupted": "unverified",
+}
+
+STYLE = """
+<style>
+table.eca { border-collapse: collapse; width: 100%; font-size: 0.92rem; }
+table.eca th { text-align: left; font-weight: 600; padding: 0.45rem 0.6rem; border-bottom: 2px solid #d0d4dc;
+  white-space: nowrap; }
+table.eca td { padding: 0.45rem 0.6rem; border-bottom: 1px solid #eceef2; vertical-align: top; white-space: nowrap; }
+table.eca td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.eca tr:hover td { background: #f7f8fa; }
+table.eca .note { color: #6b7280; font-size: 0.82rem; white-space: normal; }
+table.eca tr.has-note td { border-bottom: none; }
+table.eca tr.note-row td { padding-top: 0; }
+table.eca a { color: #1d4ed8; text-decoration: none; }
+table.eca a:hover { text-decoration: underline; }
+table.eca code { font-size: 0.85rem; }
+.eca-status { display: inline-block; padding: 0.1rem 0.55rem; border-radius: 0.8rem; font-size: 0.8rem;
+  font-weight: 600; white-space: nowrap; }
+.eca-status.verified { background: #dcfce7; color: #166534; }
+.eca-status.not-reproduced { background: #fee2e2; color: #991b1b; }
+.eca-status.unverified { background: #eef0f3; color: #4b5563; }
+.eca-status.running { background: #dbeafe; color: #1e40af; }
+.delta-pos { color: #166534; }
+.delta-neg { color: #991b1b; }
+</style>
+"""
+
+
+def run_href(run_id: str) -> str:
+    """A link to the Run page, relative so that it also works behind a proxy path."""
+    return f"{RUN_PAGE}?run={quote(run_id, safe='')}"
+
+
+def run_link(run_id: str | None) -> str:
+    if not run_id:
+        return "&ndash;"
+    return f'<a href="{escape(run_href(run_id))}" target="_self"><code>{escape(run_id)}</code></a>'
+
+
+def status_badge(status: str) -> str:
+    css = STATUS_CLASSES.get(status, "unverified")
+    return f'<span class="eca-status {css}">{escape(status)}</span>'
+
+
+def fmt_percent(value: float | None) -> str:
+    return "&ndash;" if value is None else f"{value:.2f}"
+
+
+def fmt_delta(value: float | None) -> str:
+    if value is None:
+        return "&ndash;"
+    css = "delta-pos" if value >= 0 else "delta-neg"
+    return f'<span class="{css}">{value:+.2f}</span>'
+
+
+def fmt_count(value: int | None, of: int | None = None) -> str:
+    if value is None:
+        return "&ndash;"
+    return f"{value:,} / {of:,}" if of else f"{value:,}"
+
+
+def table_html(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = ()) -> str:
+    """A table from already-escaped cell HTML; columns listed in `numeric` are right-aligned."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(row))
+        body.append(f"<tr>{cells}</tr>")
+    return f'<table class="eca"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+CLAIM_HEADERS = ("Dataset", "Model", "Metric", "Claimed", "Verified", "Δ", "Status", "Samples evaluated", "Evidence")
+
+
+def claim_cells(row: ClaimRow) -> list[str]:
+    return [
+        escape(DATASET_LABELS.get(row.dataset, row.dataset)),
+        escape(row.label),
+        escape(METRIC_LABELS.get(row.metric, row.metric)),
+        fmt_percent(row.claimed),
+        fmt_percent(row.verified),
+        fmt_delta(row.delta),
+        status_badge(row.status),
+        fmt_count(row.samples_evaluated, row.expected_samples if row.samples_evaluated is not None else None),
+        run_link(row.evidence_run_id),
+    ]
+
+
+def claim_note(row: ClaimRow) -> str | None:
+    """Why the best result on record does not count, when there is one and the claim is not verified."""
+    if row.best_other_value is None or row.status == VERIFIED:
+        return None
+    return (
+        f"&#8627; best non-qualifying result: {row.best_other_value:.2f} in {run_link(row.best_other_run_id)}, "
+        f"not evidence: {escape(row.best_other_reason or 'it does not qualify')}"
+    )
+
+
+def claims_table_html(rows: Sequence[ClaimRow]) -> str:
+    """The claims table; a claim with a result that does not qualify gets a note row under it saying why."""
+    numeric = (3, 4, 5, 7)
+    head = "".join(f"<th>{escape(h)}</th>" for h in CLAIM_HEADERS)
+    body = []
+    for row in rows:
+        note = claim_note(row)
+        cells = "".join(
+            f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(claim_cells(row))
+        )
+        body.append(f'<tr class="has-note">{cells}</tr>' if note else f"<tr>{cells}</tr>")
+        if note:
+            span = len(CLAIM_HEADERS)
+            body.append(f'<tr class="note-row"><td colspan="{span}"><div class="note">{note}</div></td></tr>')
+    return f'<table class="eca"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def key_value_html(items: Iterable[tuple[str, Any]]) -> str:
+    """A two-column table of provenance fields; values are escaped, None shows as a dash."""
+    rows = []
+    for key, value in items:
+        shown = "&ndash;" if value is None or value == "" else escape(str(value))
+        rows.append([escape(key), shown])
+    return table_html(("Field", "Value"), rows)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"

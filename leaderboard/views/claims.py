@@ -1,0 +1,52 @@
+"""Claims page: the paper, and each of its claims with the platform's verdict and the run that is the evidence."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ecaplatform.tracking.verification import NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
+from leaderboard import data, queries, render
+
+HOW_TO_PRODUCE_A_RUN = """
+**No runs recorded yet.** The claims below come from the claims file and show as *Unverified* until a run
+that evaluates the whole ImageNet validation split (50,000 images, each counted once) is recorded.
+
+- `make demo`: train an ECA-ResNet on a small real data set on the CPU and record the run (it shows up under
+  **Runs**; it cannot verify an ImageNet claim).
+- `eca submit jobs/<job>.yaml`: run a training or verification job locally or on SLURM, e.g. a job that
+  validates the released `eca_resnet50_k3557.pth.tar` checkpoint on ImageNet val.
+"""
+
+url = data.store_url()
+board = data.claims_board(url)
+paper = queries.PAPER
+
+st.title("ECA-Net: claims and their verification")
+st.markdown(
+    f"**{paper.title}** ({paper.venue}) · arXiv [{paper.arxiv_id}]({paper.arxiv_url}) · "
+    f"code [github.com/BangguWu/ECANet]({paper.code_url})"
+)
+
+if board.store_state != queries.STORE_OK or board.run_count == 0:
+    st.info(HOW_TO_PRODUCE_A_RUN)
+
+counts = {s: sum(r.status == s for r in board.rows) for s in (VERIFIED, NOT_REPRODUCED, RUNNING, UNVERIFIED)}
+columns = st.columns(5)
+columns[0].metric("Claims", len(board.rows))
+for column, (status, count) in zip(columns[1:], counts.items(), strict=True):
+    column.metric(status, count)
+
+public = [r for r in board.rows if r.public]
+others = [r for r in board.rows if not r.public]
+st.subheader("Public claims")
+st.html(render.claims_table_html(public))
+if others:
+    st.subheader("Every other claim in the paper")
+    st.html(render.claims_table_html(others))
+
+st.caption(
+    f"Store: `{board.store_url}` ({board.store_state}, {board.run_count:,} runs; read-only, refreshed every "
+    f"{data.CACHE_TTL_S} s). Claims from: `{board.claims_source}`. A claim is verified only by a succeeded run whose "
+    "result covers the claim's whole dataset split, each sample counted once, within the claim's tolerance below "
+    "the claimed value (better always verifies); subsets and padded distributed evaluations are shown, never verify."
+)

@@ -1,0 +1,109 @@
+"""Run page (`run?run=<id>`): provenance, results, learning curves and the resolved config of one run."""
+
+from __future__ import annotations
+
+import altair as alt
+import streamlit as st
+import yaml
+
+from leaderboard import data, queries, render
+
+url = data.store_url()
+run_id = st.query_params.get("run")
+
+st.title("Run")
+if not run_id:
+    runs = data.runs_frame(url)
+    if runs.empty:
+        st.info("No runs recorded yet: `make demo` trains a small model on the CPU and records it here.")
+        st.stop()
+    run_id = st.selectbox("Run", runs["id"].tolist(), index=0, key="run_pick")
+    st.query_params["run"] = run_id
+
+detail = data.run_detail(url, run_id)
+if detail is None:
+    st.error(f"No run with id {run_id!r} in the store `{queries.display_url(url)}`. Pick one on the Runs page.")
+    st.page_link("views/runs.py", label="All runs", icon=":material/list:")
+    st.stop()
+
+run = detail.run
+st.markdown(f"### `{run['id']}` {render.status_badge(run['status'])}", unsafe_allow_html=True)
+st.markdown(f"**{run['job_name']}**: `eca {run['command']}` of `{run['model_name']}` on `{run['dataset_name'] or '?'}`")
+if detail.evidence_for:
+    claims = "; ".join(f"**{claim}**" for claim in detail.evidence_for)
+    st.success(f"This run is the evidence for the claim(s) {claims}.")
+if run.get("error"):
+    st.error(f"The run failed: {run['error']}")
+
+summary = st.columns(4)
+summary[0].metric("Best val top-1", "-" if run["best_top1"] is None else f"{run['best_top1']:.2f}%")
+summary[1].metric("Duration", render.fmt_duration(run["duration_s"]))
+nodes = run["num_nodes"]
+summary[2].metric("World size", f"{run['world_size']} on {nodes} node{'s' if nodes != 1 else ''}")
+summary[3].metric("Results", len(detail.results))
+
+st.subheader("Learning curves")
+curves = detail.curves
+if curves.empty:
+    st.caption("No per-epoch metrics recorded for this run (validate/test runs log none).")
+else:
+
+    def curve_chart(names: tuple[str, ...], title: str, y_title: str) -> alt.Chart | None:
+        part = curves[curves["name"].isin(names)]
+        if part.empty:
+            return None
+        return (
+            alt.Chart(part, title=title)
+            .mark_line(point=True)
+            .encode(
+                x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+                y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
+                color=alt.Color("name:N", title=None),
+                tooltip=["epoch", "name", alt.Tooltip("value:Q", format=".4f")],
+            )
+        )
+
+    charts = [
+        curve_chart(queries.LOSS_CURVES, "Loss", "cross-entropy"),
+        curve_chart(queries.ACCURACY_CURVES, "Accuracy", "percent"),
+    ]
+    chart_columns = st.columns(2)
+    for column, chart in zip(chart_columns, charts, strict=True):
+        if chart is not None:
+            column.altair_chart(chart, width="stretch")
+    with st.expander("Per-epoch values"):
+        st.dataframe(curves.pivot_table(index="epoch", columns="name", values="value"), width="stretch")
+
+st.subheader("Results")
+if detail.results.empty:
+    st.caption("No final evaluation recorded.")
+else:
+    st.table(detail.results)
+
+st.subheader("Provenance")
+wandb = run["wandb_url"] or run["wandb_path"]
+st.html(
+    render.key_value_html(
+        [
+            ("Git commit", f"{run['git_commit'] or '-'}{' (dirty working tree)' if run['git_dirty'] else ''}"),
+            ("Config hash", run["config_hash"]),
+            ("Claim", run["claim_id"]),
+            ("Created (UTC)", run["created_at"]),
+            ("Started (UTC)", run["started_at"]),
+            ("Ended (UTC)", run["ended_at"]),
+            ("Host", run["host"]),
+            ("Accelerator", run["accelerator"]),
+            ("Nodes / world size", f"{run['num_nodes']} / {run['world_size']}"),
+            ("SLURM job", run["slurm_job_id"]),
+            (f"W&B ({run['wandb_mode'] or 'unknown mode'})", wandb),
+            ("Checkpoint", run["checkpoint_path"]),
+            ("Checkpoint sha256", run["checkpoint_sha256"]),
+        ]
+    )
+)
+if run["versions"]:
+    st.html(render.key_value_html(sorted(run["versions"].items())))
+
+st.subheader("Resolved config")
+st.caption("What `eca <command> --print_config` showed for this run; rerun it with `eca submit` or `eca fit --config`.")
+st.code(yaml.safe_dump(run["config"] or {}, sort_keys=False), language="yaml")

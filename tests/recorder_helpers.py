@@ -1,0 +1,98 @@
+"""A tiny LightningModule and DataModule that log the classifier's contract metrics, for recorder tests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+NUM_CLASSES = 4
+
+
+class TinyData(pl.LightningDataModule):
+    dataset_name = "synthetic"
+
+    def __init__(self, train_size: int = 64, val_size: int = 40, batch_size: int = 16) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.sizes = {"train": train_size, "val": val_size, "test": val_size}
+        self.data = {
+            split: TensorDataset(torch.randn(n, 8, generator=generator), torch.randint(0, NUM_CLASSES, (n,)))
+            for split, n in self.sizes.items()
+        }
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.data["train"], batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.data["val"], batch_size=self.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.data["test"], batch_size=self.batch_size)
+
+    def fingerprint(self, split: str) -> dict[str, Any]:
+        digest = hashlib.sha256(self.data[split].tensors[0].numpy().tobytes()).hexdigest()
+        return {"dataset": "synthetic", "split": split, "num_samples": self.sizes[split],
+                "num_classes": NUM_CLASSES, "hash": digest}  # fmt: skip
+
+
+class TinyClassifier(pl.LightningModule):
+    def __init__(self, model_name: str = "tiny_linear", fail_at_epoch: int | None = None,
+                 interrupt_at_epoch: int | None = None, sigterm_at_epoch: int | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Linear(8, NUM_CLASSES)
+        self._val_counts: list[int] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.hparams.fail_at_epoch == self.current_epoch:
+            raise RuntimeError(f"boom at epoch {self.current_epoch}")
+        if self.hparams.interrupt_at_epoch == self.current_epoch:
+            raise KeyboardInterrupt
+        if self.hparams.sigterm_at_epoch == self.current_epoch and batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends at preemption / scancel / time limit
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def _evaluate(self, batch: Any, prefix: str) -> None:
+        x, y = batch
+        logits = self.net(x)
+        top1 = (logits.argmax(1) == y).float().mean() * 100
+        top5 = (logits.topk(min(5, NUM_CLASSES), 1).indices == y[:, None]).any(1).float().mean() * 100
+        self.log(f"{prefix}_loss", nn.functional.cross_entropy(logits, y), batch_size=len(y))
+        self.log(f"{prefix}_top1", top1, batch_size=len(y))
+        self.log(f"{prefix}_top5", top5, batch_size=len(y))
+        self.log(f"{prefix}_samples", float(len(y)), reduce_fx="sum", batch_size=len(y))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def tiny_config(model_name: str = "tiny_linear", **extra: Any) -> dict[str, Any]:
+    """What the CLI would pass to tracking_for_run: a resolved config as a plain dict."""
+    model = {"class_path": "TinyClassifier", "init_args": {"model_name": model_name}}
+    data = {"class_path": "TinyData"}
+    return {"model": model, "data": data, "trainer": {"max_epochs": 2}, "seed_everything": 0, **extra}
+
+
+def trainer_for(callbacks: list[Any], logger: Any, root: Any, max_epochs: int = 2, **kwargs: Any) -> pl.Trainer:
+    return pl.Trainer(
+        max_epochs=max_epochs, accelerator="cpu", devices=1, callbacks=callbacks, logger=logger if logger else False,
+        default_root_dir=str(root), enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, **kwargs,
+    )  # fmt: skip

@@ -1,0 +1,129 @@
+"""`eca submit`: job files are checked before anything is submitted; the sbatch script asks for what the job says."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import func, select
+
+from ecaplatform.cli import main as eca
+from ecaplatform.jobs import JobFileError, check_job, load_job, sbatch_script, submit_slurm
+from ecaplatform.tracking.schema import Run
+from ecaplatform.tracking.store import session_scope, writer_engine
+
+BASE: dict[str, Any] = {
+    "seed_everything": 0,
+    "model": {"model_name": "eca_resnet50", "num_classes": 1000},
+    "data": {"class_path": "ecaplatform.datamodules.ImageNetDataModule", "init_args": {"root": "DATA"}},
+    "trainer": {"max_epochs": 100, "devices": 4, "num_nodes": 2, "accelerator": "gpu"},
+    "job": {
+        "name": "eca-r50",
+        "claim": "eca_resnet50-imagenet-top1",
+        "launcher": "slurm",
+        "resources": {"nodes": 2, "gpus_per_node": 4, "cpus_per_task": 8, "mem": "64G", "time": "2-00:00:00",
+                      "partition": "gpu", "account": "proj42"},  # fmt: skip
+    },
+}
+
+
+def _write(tmp_path: Path, edit: Any = None) -> Path:
+    config = yaml.safe_load(yaml.safe_dump(BASE).replace("DATA", str(tmp_path)))
+    if edit:
+        edit(config)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def fake_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An `sbatch` on PATH that records its call and answers like `sbatch --parsable`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "sbatch-called"
+    script = bin_dir / "sbatch"
+    script.write_text(f'#!/bin/sh\necho "$@" > {marker}\nenv | grep "^SLURM_" >> {marker}\necho "4242;cluster"\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return marker
+
+
+def test_sbatch_script_asks_for_the_jobs_resources(tmp_path: Path) -> None:
+    job = load_job(_write(tmp_path))
+    check_job(job)
+    script = sbatch_script(job, "fit", "RUN1", tmp_path / "logs", tmp_path)
+    for directive in [
+        "--job-name=eca-r50", "--nodes=2", "--ntasks-per-node=4", "--gres=gpu:4", "--cpus-per-task=8",
+        "--mem=64G", "--time=2-00:00:00", "--partition=gpu", "--account=proj42", "--signal=SIGUSR1@90",
+        "--requeue", f"--output={tmp_path / 'logs'}/eca-r50-%j.out",
+    ]:  # fmt: skip
+        assert f"#SBATCH {directive}\n" in script
+    assert "export ECA_RUN_ID=RUN1\n" in script
+    assert f" -m ecaplatform fit --config {tmp_path / 'job.yaml'}\n" in script
+    assert script.splitlines()[-1].startswith("srun ")
+
+
+def test_cpu_job_runs_tasks_per_node_and_asks_for_no_gpu(tmp_path: Path) -> None:
+    def cpu(config: dict[str, Any]) -> None:
+        config["job"]["resources"] = {"gpus_per_node": 0, "tasks_per_node": 2}
+        config["trainer"].update(devices=2, num_nodes=1, accelerator="cpu")
+
+    job = load_job(_write(tmp_path, cpu))
+    check_job(job)
+    script = sbatch_script(job, "validate", "RUN2", tmp_path, tmp_path)
+    assert "#SBATCH --ntasks-per-node=2\n" in script and "--gres" not in script and "--partition" not in script
+    assert " validate --config " in script
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["job"].update(resourcs={}), "job.resourcs: unknown key"),
+        (lambda c: c["job"]["resources"].update(gpus=4), "job.resources.gpus: unknown key"),
+        (lambda c: c["job"]["resources"].update(nodes="two"), 'job.resources.nodes'),
+        (lambda c: c["job"].update(launcher="pbs"), "job.launcher"),
+        (lambda c: c["job"].update(claim="eca_resnet50-imagenet-top3"), "job.claim: 'eca_resnet50-imagenet-top3'"),
+        (lambda c: c["data"]["init_args"].update(root="/no/such/imagenet"), "data.init_args.root: /no/such/imagenet"),
+        (lambda c: c["trainer"].update(devices=2), "trainer.devices is 2 but SLURM would start 4 task(s)"),
+        (lambda c: c["trainer"].update(num_nodes=1), "trainer.num_nodes is 1 but job.resources.nodes is 2"),
+    ],
+)
+def test_bad_job_files_fail_before_anything_is_submitted(
+    tmp_path: Path, fake_sbatch: Path, capsys: pytest.CaptureFixture[str], edit: Any, message: str
+) -> None:
+    path = _write(tmp_path, edit)
+    assert eca(["submit", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "nothing was submitted" in err
+    assert not fake_sbatch.exists()
+    with session_scope(writer_engine()) as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == 0
+
+
+def test_missing_or_unparsable_job_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert eca(["submit", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: no such job file" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(JobFileError, match="not valid YAML"):
+        load_job(bad)
+
+
+def test_slurm_submission_records_a_queued_run_with_its_job_id(
+    tmp_path: Path, fake_sbatch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "999")  # as if submitted from inside another allocation
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    job = load_job(_write(tmp_path))
+    assert submit_slurm(job, "fit", "RUN3", tmp_path / "logs") == "4242"
+    call = fake_sbatch.read_text()
+    assert call.startswith("--parsable ") and "SLURM_JOB_ID" not in call and "SLURM_NTASKS" not in call
+    assert (tmp_path / "logs" / "eca-r50-RUN3.sbatch").is_file()
+    with session_scope(writer_engine()) as session:
+        run = session.get(Run, "RUN3")
+        assert (run.status, run.slurm_job_id, run.claim_id, run.model_name) == (
+            "queued", "4242", "eca_resnet50-imagenet-top1", "eca_resnet50")  # fmt: skip

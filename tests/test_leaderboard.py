@@ -1,0 +1,285 @@
+"""The leaderboard app, run headless with Streamlit's AppTest against real SQLite stores built per test."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from leaderboard_data import (
+    RunSpec,
+    add_runs,
+    chart_data,
+    claim_rows,
+    clear_app_caches,
+    create_store,
+    html_tables,
+    run_app,
+)
+
+from ecaplatform import leaderboard_launcher
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from leaderboard import queries  # noqa: E402
+
+PUBLIC_CLAIMS = {
+    "ECA-Net (ResNet-152)": "78.92",
+    "ECA-Net (ResNet-101)": "78.65",
+    "ECA-Net (ResNet-50)": "77.48",
+    "ECA-Net (MobileNetV2)": "72.56",
+}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> None:
+    clear_app_caches()
+
+
+@pytest.fixture
+def store_url() -> str:
+    return os.environ["ECA_DB_URL"]
+
+
+@pytest.fixture
+def store(store_url: str):  # type: ignore[no-untyped-def]
+    engine = create_store(store_url)
+    yield engine
+    engine.dispose()
+
+
+# ------------------------------------------------------------------------------------------- claims page
+
+
+def test_missing_store_shows_the_four_public_claims_unverified_and_how_to_produce_a_run(store_url: str) -> None:
+    assert not Path(store_url.removeprefix("sqlite:///")).exists()  # a fresh user: no store file at all
+    at = run_app()
+    rows = claim_rows(at)
+    assert list(rows)[:4] == [f"{label}/Top-1 Accuracy" for label in PUBLIC_CLAIMS]  # the public four first
+    for label, claimed in PUBLIC_CLAIMS.items():
+        row = rows[f"{label}/Top-1 Accuracy"]
+        assert row["Claimed"][0] == claimed
+        assert row["Status"][0] == "Unverified"
+        assert row["Dataset"][0] == "ImageNet"
+        assert row["Verified"][0] == "–"
+    assert all(row["Status"][0] == "Unverified" for row in rows.values())
+    assert len(rows) > 4  # the rest of the claims file is listed too
+    hint = " ".join(i.value for i in at.info)
+    assert "make demo" in hint and "eca submit" in hint
+    page_text = " ".join(m.value for m in at.markdown)
+    assert "1910.03151" in page_text and "github.com/BangguWu/ECANet" in page_text
+    assert not Path(store_url.removeprefix("sqlite:///")).exists()  # looking must not create the store
+
+
+def test_store_without_tables_still_shows_the_claims(store_url: str) -> None:
+    path = Path(store_url.removeprefix("sqlite:///"))
+    path.touch()  # an empty database file, never migrated
+    rows = claim_rows(run_app())
+    assert rows["ECA-Net (ResNet-50)/Top-1 Accuracy"]["Status"][0] == "Unverified"
+
+
+def test_qualifying_result_verifies_the_claim_and_links_its_run(store) -> None:  # type: ignore[no-untyped-def]
+    add_runs(store, [RunSpec(id="run-r50-full", model="eca_resnet50", top1=77.50, top5=93.70)])
+    at = run_app()
+    row = claim_rows(at)["ECA-Net (ResNet-50)/Top-1 Accuracy"]
+    assert row["Status"][0] == "Verified"
+    assert row["Verified"][0] == "77.50"
+    assert row["Δ"][0] == "+0.02"
+    assert row["Samples evaluated"][0] == "50,000 / 50,000"
+    assert row["Evidence"] == ("run-r50-full", ["run?run=run-r50-full"])
+    # The other public claims have no evidence and stay unverified.
+    assert claim_rows(at)["ECA-Net (ResNet-101)/Top-1 Accuracy"]["Status"][0] == "Unverified"
+
+
+def test_subset_and_padded_results_do_not_verify(store) -> None:  # type: ignore[no-untyped-def]
+    add_runs(
+        store,
+        [
+            # 10,000 of the val images, scored far above the claim: still not evidence.
+            RunSpec(
+                id="run-r101-subset", model="eca_resnet101", top1=80.0, samples_evaluated=10_000, split_size=10_000
+            ),
+            # A padded distributed sampler counted 16 images twice.
+            RunSpec(id="run-r152-padded", model="eca_resnet152", top1=79.5, samples_evaluated=50_016),
+        ],
+    )
+    rows = claim_rows(run_app())
+    r101 = rows["ECA-Net (ResNet-101)/Top-1 Accuracy"]
+    assert r101["Status"][0] == "Unverified"
+    assert r101["Verified"][0] == "–" and r101["Evidence"][0] == "–"
+    # The result is shown, with why it is not evidence, one click from its run.
+    assert "best non-qualifying result: 80.00" in r101["note"][0] and "a subset" in r101["note"][0]
+    assert r101["note"][1] == ["run?run=run-r101-subset"]
+    r152 = rows["ECA-Net (ResNet-152)/Top-1 Accuracy"]
+    assert r152["Status"][0] == "Unverified" and "50016 samples counted" in r152["note"][0]
+
+
+def test_full_result_below_tolerance_is_not_reproduced_and_active_run_shows_running(store) -> None:  # type: ignore[no-untyped-def]
+    add_runs(
+        store,
+        [
+            RunSpec(id="run-r50-low", model="eca_resnet50", top1=77.00, top5=93.10),
+            RunSpec(id="run-mbv2-now", model="eca_mobilenet_v2", status="running", command="fit", epochs=2),
+        ],
+    )
+    rows = claim_rows(run_app())
+    r50 = rows["ECA-Net (ResNet-50)/Top-1 Accuracy"]
+    assert (r50["Status"][0], r50["Verified"][0], r50["Δ"][0]) == ("Not reproduced", "77.00", "-0.48")
+    assert r50["Evidence"][1] == ["run?run=run-r50-low"]
+    assert rows["ECA-Net (MobileNetV2)/Top-1 Accuracy"]["Status"][0] == "Running"
+
+
+@pytest.mark.slow  # the Compare page imports torch (for the models' paper numbers) on its first render
+def test_pages_never_write_the_store(store, store_url: str) -> None:  # type: ignore[no-untyped-def]
+    add_runs(store, [RunSpec(id="run-a", top1=77.6, top5=93.7, epochs=2)])
+    store.dispose()  # the writer is done: checkpoints the WAL into the main file
+    path = Path(store_url.removeprefix("sqlite:///"))
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    pages = [(None, None), ("views/runs.py", {}), ("views/run.py", {"run": "run-a"}), ("views/compare.py", {})]
+    for page, query in pages:
+        run_app(page, query)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_readonly_engine_refuses_writes(store, store_url: str) -> None:  # type: ignore[no-untyped-def]
+    engine = queries.open_readonly(store_url)
+    assert engine is not None
+    with pytest.raises(Exception, match="readonly|read-only|read only"), engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM runs")
+    engine.dispose()
+
+
+# ------------------------------------------------------------------------------------------ runs and run
+
+
+def test_run_page_shows_learning_curves_results_and_provenance(store) -> None:  # type: ignore[no-untyped-def]
+    add_runs(store, [RunSpec(id="run-fit", command="fit", job="train-eca_resnet50", top1=77.55, top5=93.8, epochs=4)])
+    at = run_app("views/run.py", {"run": "run-fit"})
+    loss, accuracy = chart_data(at)
+    assert sorted(loss["name"].unique()) == ["train_loss", "val_loss"]
+    assert sorted(accuracy["name"].unique()) == ["val_top1", "val_top5"]
+    val_top1 = accuracy[accuracy["name"] == "val_top1"].sort_values("epoch")
+    assert val_top1["epoch"].tolist() == [0, 1, 2, 3]
+    assert val_top1["value"].iloc[-1] == pytest.approx(77.55)  # the curve ends at the recorded result
+    assert val_top1["value"].is_monotonic_increasing
+    assert "run-fit" in at.markdown[0].value
+    assert any("ECA-Net (ResNet-50)" in s.value for s in at.success)  # evidence for the claim, said on the page
+    provenance = {row["Field"][0]: row["Value"][0] for table in html_tables(at) for row in table if "Field" in row}
+    assert provenance["Git commit"] == "0123456789abcdef0123456789abcdef01234567"
+    assert provenance["torch"] == "2.14.1"
+    assert "max_epochs: 4" in at.code[0].value  # the resolved config, as YAML
+    results = at.table[0].value
+    assert results["top1"].tolist() == [77.55] and results["samples_evaluated"].tolist() == [50_000]
+
+
+def test_run_page_names_an_unknown_run(store) -> None:  # type: ignore[no-untyped-def]
+    at = run_app("views/run.py", {"run": "no-such-run"})
+    assert "no-such-run" in at.error[0].value
+
+
+def test_runs_page_lists_and_filters_runs(store) -> None:  # type: ignore[no-untyped-def]
+    add_runs(
+        store,
+        [
+            RunSpec(id="run-ok", top1=77.5, top5=93.7, wandb_path="me/eca-net/abc123", wandb_mode="online"),
+            RunSpec(id="run-bad", status="failed", model="eca_resnet101", job="verify-eca_resnet101"),
+            RunSpec(id="run-demo", model="eca_resnet18", dataset="digits", job="demo-cpu", command="fit", epochs=2),
+        ],
+    )
+    at = run_app("views/runs.py", {})
+    listed = at.dataframe[0].value
+    assert set(listed["run"]) == {"run?run=run-ok", "run?run=run-bad", "run?run=run-demo"}
+    wandb = dict(zip(listed["run"], listed["wandb_url"], strict=True))
+    assert wandb["run?run=run-ok"] == "https://wandb.ai/me/eca-net/runs/abc123"
+    assert "3 of 3 runs" in at.caption[0].value
+
+    at.multiselect(key="runs_status").set_value(["failed"]).run()
+    assert at.dataframe[0].value["run"].tolist() == ["run?run=run-bad"]
+    assert "1 of 3 runs" in at.caption[0].value
+    at.multiselect(key="runs_status").set_value([]).run()
+    at.multiselect(key="runs_dataset").set_value(["digits"]).run()
+    assert at.dataframe[0].value["run"].tolist() == ["run?run=run-demo"]
+    at.selectbox[0].set_value("run-demo").run()  # "Open a run" links to its run page
+    link = at.get("page_link")[0].proto
+    assert (link.label, link.query_string) == ("Run run-demo", "run=run-demo")
+
+
+def test_compare_page_puts_ours_next_to_the_paper(store) -> None:  # type: ignore[no-untyped-def]
+    add_runs(store, [RunSpec(id="run-r50", top1=77.52, top5=93.70)])
+    at = run_app("views/compare.py", {})
+    tables = {h.value: None for h in at.subheader}
+    assert "ResNet-50" in tables and "MobileNetV2" in tables
+    r50 = next(t for t in html_tables(at) if any(r["Model"][0] == "eca_resnet50" for r in t))
+    eca = next(r for r in r50 if r["Model"][0] == "eca_resnet50")
+    assert (eca["Top-1 paper"][0], eca["Top-1 ours"][0], eca["Status"][0]) == ("77.48", "77.52", "Verified")
+    assert eca["Evidence"][1] == ["run?run=run-r50"]
+    baselines = {r["Method"][0] for r in r50}
+    assert {"ResNet", "SENet", "CBAM", "ECA-Net"} <= baselines
+
+
+# ----------------------------------------------------------------------------------------- pure helpers
+
+
+def test_wandb_links_only_for_online_runs() -> None:
+    assert queries.wandb_url("ent/proj/run1", "online") == "https://wandb.ai/ent/proj/runs/run1"
+    assert queries.wandb_url("/home/me/wandb/offline-run-1", "offline") is None
+    assert queries.wandb_url("ent/proj/run1", "offline") is None  # not uploaded yet: no page to open
+    assert queries.wandb_url(None, "online") is None
+
+
+def test_duration_of_finished_running_and_queued_runs() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2026, 1, 1, 12, 0)  # naive, as SQLite returns it
+    assert queries.duration_seconds(start, start + timedelta(minutes=90)) == 5400
+    assert queries.duration_seconds(None, None) is None
+    now = datetime(2026, 1, 1, 12, 10, tzinfo=timezone.utc)
+    assert queries.duration_seconds(start, None, now=now) == 600
+
+
+def test_display_url_hides_the_password() -> None:
+    shown = queries.display_url("postgresql+psycopg://eca:s3cret@db.example/eca")
+    assert "s3cret" not in shown and "db.example/eca" in shown
+
+
+# ------------------------------------------------------------------------------------------- launcher
+
+
+def test_launcher_command_is_headless_without_usage_stats(capsys: pytest.CaptureFixture[str]) -> None:
+    assert leaderboard_launcher.main(["--port", "8123", "--dry-run", "--theme.base", "dark"]) == 0
+    command = capsys.readouterr().out.split()
+    assert command[1:4] == ["-m", "streamlit", "run"] and command[4].endswith("leaderboard/app.py")
+    flags = dict(zip(command[5::2], command[6::2], strict=True))
+    assert flags["--server.headless"] == "true"
+    assert flags["--server.port"] == "8123"
+    assert flags["--browser.gatherUsageStats"] == "false"
+    assert flags["--theme.base"] == "dark"  # unknown options go on to streamlit
+
+
+def test_launcher_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
+    assert leaderboard_launcher.main(["--port", "70000", "--dry-run"]) == 2
+    assert "--port 70000" in capsys.readouterr().err
+
+
+def test_launcher_db_url_option_sets_the_store_for_the_server(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    assert leaderboard_launcher.main(["--db-url", url, "--dry-run"]) == 0
+    assert os.environ["ECA_DB_URL"] == url  # the exec'd server inherits it (monkeypatch restores it afterwards)
+
+
+@pytest.mark.slow
+def test_new_runs_appear_after_the_cache_ttl_without_a_restart(store_url: str) -> None:
+    from leaderboard import data
+
+    assert claim_rows(run_app())["ECA-Net (ResNet-50)/Top-1 Accuracy"]["Status"][0] == "Unverified"  # no store yet
+    engine = create_store(store_url)
+    add_runs(engine, [RunSpec(id="run-late", top1=77.6, top5=93.7)])
+    engine.dispose()
+    time.sleep(data.CACHE_TTL_S + 0.5)  # same process, same caches: only the TTL lets the new run in
+    row = claim_rows(run_app())["ECA-Net (ResNet-50)/Top-1 Accuracy"]
+    assert (row["Status"][0], row["Evidence"][0]) == ("Verified", "run-late")

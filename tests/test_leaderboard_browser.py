@@ -1,0 +1,149 @@
+"""The real leaderboard server (`eca leaderboard --port N`) loaded in headless Chromium.
+
+Screenshots are kept in artifacts/ (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from leaderboard_data import RunSpec, add_runs, create_store
+from services import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO_ROOT / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SERVER_START_TIMEOUT_S = 90
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _wait_healthy(base_url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the leaderboard server exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the leaderboard server did not answer within {SERVER_START_TIMEOUT_S}s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def leaderboard_server(tmp_path: Path) -> Iterator[str]:
+    """`eca leaderboard --port N` on a store with a verifying run, a subset run and a run in progress."""
+    url = os.environ["ECA_DB_URL"]
+    engine = create_store(url)
+    add_runs(
+        engine,
+        [
+            RunSpec(id="run-r50-verify", top1=77.52, top5=93.71, epochs=6, command="fit", job="train-eca_resnet50"),
+            RunSpec(
+                id="run-r101-subset", model="eca_resnet101", top1=79.1, samples_evaluated=5_000, split_size=5_000
+            ),
+            RunSpec(id="run-mbv2-live", model="eca_mobilenet_v2", status="running", command="fit", epochs=3),
+        ],
+    )
+    engine.dispose()
+    port = free_port()
+    log = tmp_path / "leaderboard.log"
+    with log.open("w") as out:
+        # The launcher execs Streamlit, so this process is the server itself and terminating it leaves no orphan.
+        server = subprocess.Popen(
+            [sys.executable, "-m", "ecaplatform", "leaderboard", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ECA_DB_URL": url},
+            cwd=tmp_path,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base_url, server, log)
+        yield base_url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture
+def browser_page() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (run scripts/install_system_deps.sh)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            yield page
+        finally:
+            browser.close()
+
+
+def _screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def test_claims_page_in_a_real_browser_then_the_evidence_run(leaderboard_server: str, browser_page) -> None:  # type: ignore[no-untyped-def]
+    page = browser_page
+    page.goto(leaderboard_server, wait_until="domcontentloaded")
+    claims_table = page.locator("table.eca").first
+    claims_table.wait_for(timeout=60_000)
+
+    # Claim names and statuses are real text in the DOM, not pixels in a canvas.
+    text = claims_table.inner_text()
+    for label in ("ECA-Net (ResNet-152)", "ECA-Net (ResNet-101)", "ECA-Net (ResNet-50)", "ECA-Net (MobileNetV2)"):
+        assert label in text
+    rows = {
+        label: claims_table.locator("tbody tr", has_text=label).inner_text()
+        for label in ("ECA-Net (ResNet-152)", "ECA-Net (ResNet-101)", "ECA-Net (ResNet-50)", "ECA-Net (MobileNetV2)")
+    }
+    assert "Verified" in rows["ECA-Net (ResNet-50)"] and "77.52" in rows["ECA-Net (ResNet-50)"]
+    assert "Unverified" in rows["ECA-Net (ResNet-101)"]
+    note = claims_table.locator("tr.note-row", has_text="run-r101-subset")
+    assert note.is_visible() and "a subset" in note.inner_text()
+    assert "Running" in rows["ECA-Net (MobileNetV2)"]
+    assert "Unverified" in rows["ECA-Net (ResNet-152)"]
+    assert page.get_by_text("1910.03151").first.is_visible()
+    _screenshot(page, "leaderboard_claims.png")
+
+    # The evidence is one click away: the run page with its provenance and learning curves.
+    page.locator("table.eca").first.get_by_role("link", name="run-r50-verify").click()
+    page.get_by_text("Learning curves").wait_for(timeout=60_000)
+    page.locator("canvas, svg.marks").first.wait_for(timeout=60_000)  # Vega draws the curves
+    assert "run=run-r50-verify" in page.url
+    assert page.get_by_text("This run is the evidence for the claim").first.is_visible()
+    page.wait_for_timeout(1000)  # let the charts finish their first paint before the screenshot
+    _screenshot(page, "leaderboard_run.png")
+
+    page.goto(f"{leaderboard_server}/compare", wait_until="domcontentloaded")
+    page.get_by_text("ECA-Net against its baselines").wait_for(timeout=60_000)
+    page.locator("canvas, svg.marks").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)
+    _screenshot(page, "leaderboard_compare.png")

@@ -1,0 +1,61 @@
+"""The leaderboard against a real PostgreSQL server: same pages, read-only transactions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from leaderboard_data import RunSpec, add_runs, chart_data, claim_rows, clear_app_caches, create_store, run_app
+from services import fresh_postgres_url, postgres_server  # noqa: F401  (fixtures)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from leaderboard import queries  # noqa: E402
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> None:
+    clear_app_caches()
+
+
+def test_pages_read_a_postgresql_store(fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    engine = create_store(fresh_postgres_url)
+    add_runs(
+        engine,
+        [
+            RunSpec(id="pg-r50", top1=77.49, top5=93.60, epochs=3, command="fit"),
+            RunSpec(id="pg-r152-sub", model="eca_resnet152", top1=80.0, samples_evaluated=1_000, split_size=1_000),
+        ],
+    )
+    engine.dispose()
+    monkeypatch.setenv("ECA_DB_URL", fresh_postgres_url)
+
+    rows = claim_rows(run_app())
+    r50 = rows["ECA-Net (ResNet-50)/Top-1 Accuracy"]
+    assert (r50["Status"][0], r50["Verified"][0], r50["Evidence"][0]) == ("Verified", "77.49", "pg-r50")
+    r152 = rows["ECA-Net (ResNet-152)/Top-1 Accuracy"]
+    assert r152["Status"][0] == "Unverified" and "a subset" in r152["note"][0]
+
+    loss, accuracy = chart_data(run_app("views/run.py", {"run": "pg-r50"}))
+    assert accuracy[accuracy["name"] == "val_top1"]["epoch"].tolist() == [0, 1, 2]
+
+
+def test_postgresql_engine_is_read_only(fresh_postgres_url: str) -> None:  # noqa: F811
+    create_store(fresh_postgres_url).dispose()
+    engine = queries.open_readonly(fresh_postgres_url)
+    assert engine is not None
+    with pytest.raises(Exception, match="read-only transaction"), engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM claims")
+    engine.dispose()
+
+
+def test_empty_postgresql_database_shows_the_claims(fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.setenv("ECA_DB_URL", fresh_postgres_url)  # a database nobody has migrated yet
+    rows = claim_rows(run_app())
+    assert rows["ECA-Net (MobileNetV2)/Top-1 Accuracy"]["Claimed"][0] == "72.56"
+    assert all(row["Status"][0] == "Unverified" for row in rows.values())

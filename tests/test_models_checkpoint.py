@@ -1,0 +1,169 @@
+"""Loading checkpoints: the released file format, inference from tensors, strict errors, refusing code."""
+
+from __future__ import annotations
+
+import builtins
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from ecaplatform.models import CheckpointError, create_model, load_official_checkpoint
+
+
+def _save_official(model: torch.nn.Module, path: Path, arch: str = "se_resnet50") -> Path:
+    """The released format: {'epoch', 'arch', 'state_dict' with DataParallel's 'module.' prefix, ...}."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    torch.save({
+        "epoch": 100,
+        "arch": arch,  # deliberately wrong, as in the released ResNet-50 file
+        "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
+        "best_prec1": 77.42,
+        "optimizer": optimizer.state_dict(),
+    }, path)
+    return path
+
+
+def _randomise_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BN statistics, so that a mix-up of running stats would show in the logits."""
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+    return model
+
+
+def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+CASES = [
+    ("resnet18", {}),
+    ("se_resnet18", {}),
+    ("cbam_resnet18", {}),
+    ("eca_resnet18", {}),
+    ("se_resnet50", {}),
+    ("cbam_resnet50", {}),
+    ("eca_resnet50", {}),
+    ("mobilenet_v2", {}),
+    ("se_mobilenet_v2", {}),
+    ("eca_mobilenet_v2", {}),
+    ("eca_resnet18", {"k_size": [3, 3, 3, 3]}),  # the official constructors' default, not the released one
+    ("eca_resnet18", {"k_size": "adaptive"}),
+    ("eca_mobilenet_v2", {"k_size": "adaptive"}),
+    ("eca_mobilenet_v2", {"k_size": 5}),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CASES, ids=[f"{n}-{kw}" if kw else n for n, kw in CASES])
+def test_official_format_round_trip_gives_the_same_logits(tmp_path: Path, name: str, kwargs: dict) -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model(name, num_classes=10, **kwargs))
+    path = _save_official(model, tmp_path / f"{name}.pth.tar")
+    loaded = load_official_checkpoint(path)
+    assert type(loaded) is type(model)
+    assert getattr(loaded, "eca_kernels", None) == getattr(model, "eca_kernels", None)
+    assert not loaded.training
+    x = torch.randn(2, 3, 48, 48)
+    torch.testing.assert_close(_logits(loaded, x), _logits(model, x), rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["eca_resnet34", "eca_resnet101", "eca_resnet152"])
+def test_released_kernels_of_every_depth_are_read_back(tmp_path: Path, name: str) -> None:
+    model = create_model(name)
+    loaded = load_official_checkpoint(_save_official(model, tmp_path / f"{name}.pth.tar"))
+    assert loaded.eca_kernels == model.eca_kernels and loaded.depth == model.depth
+
+
+def test_bare_state_dict_and_lightning_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("eca_resnet18", num_classes=4, k_size=[5, 5, 3, 3]))
+    x = torch.randn(1, 3, 48, 48)
+    torch.save(model.state_dict(), tmp_path / "bare.pt")
+    lightning = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                 "hyper_parameters": {"model_name": "eca_resnet18"}, "epoch": 3}
+    torch.save(lightning, tmp_path / "lightning.ckpt")
+    for file in ("bare.pt", "lightning.ckpt"):
+        loaded = load_official_checkpoint(tmp_path / file)
+        assert loaded.eca_kernels == [5, 5, 3, 3]
+        torch.testing.assert_close(_logits(loaded, x), _logits(model, x), rtol=0, atol=0)
+
+
+def test_se_reduction_other_than_the_default_is_inferred(tmp_path: Path) -> None:
+    model = create_model("se_resnet18", num_classes=3, se_reduction=4)
+    loaded = load_official_checkpoint(_save_official(model, tmp_path / "se.pth"))
+    assert loaded.layer1[0].se.fc[0].weight.shape == (16, 64)
+
+
+def test_create_model_with_checkpoint_loads_strictly(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("eca_resnet18", num_classes=10))
+    path = _save_official(model, tmp_path / "eca_resnet18_k3577.pth.tar")
+    loaded = create_model("eca_resnet18", num_classes=10, checkpoint=str(path))
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(_logits(loaded, x), _logits(model, x), rtol=0, atol=0)
+
+
+def test_create_model_names_the_first_differing_key_and_both_shapes(tmp_path: Path) -> None:
+    path = _save_official(create_model("eca_resnet18", num_classes=10, k_size=[3, 3, 3, 3]), tmp_path / "k.pth")
+    with pytest.raises(CheckpointError) as err:
+        create_model("eca_resnet18", num_classes=10, checkpoint=str(path))
+    message = str(err.value)
+    assert "'layer2.0.eca.conv.weight'" in message  # layer1 agrees (k=3), layer2 is the first difference
+    assert "model shape [1, 1, 5]" in message and "checkpoint shape [1, 1, 3]" in message
+    assert "k_size=[3, 3, 3, 3]" in message  # and it says what to pass instead
+
+
+def test_create_model_reports_a_wrong_family_and_class_count(tmp_path: Path) -> None:
+    path = _save_official(create_model("resnet18", num_classes=10), tmp_path / "r18.pth")
+    with pytest.raises(CheckpointError, match=r"'fc.weight': model shape \[1000, 512\], checkpoint shape \[10, 512\]"):
+        create_model("resnet18", checkpoint=str(path))
+    with pytest.raises(CheckpointError, match=r"'layer1.0.eca.conv.weight': model shape \[1, 1, 3\], missing"):
+        create_model("eca_resnet18", num_classes=10, checkpoint=str(path))
+
+
+class _WritesAMarker:
+    """Unpickling this calls open(marker, 'w'): code that a safe loader must never run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (builtins.open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("container", ["torch.save", "plain pickle"])
+def test_a_pickle_that_would_run_code_is_refused(tmp_path: Path, container: str) -> None:
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pth.tar"
+    payload = {"state_dict": {"fc.weight": torch.zeros(2, 2)}, "hook": _WritesAMarker(marker)}
+    if container == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_official_checkpoint(path)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        create_model("resnet18", checkpoint=str(path))
+    assert not marker.exists()
+    # The payload really does run code when unpickled unsafely, so the test above can fail:
+    pickle.loads(pickle.dumps(_WritesAMarker(marker))).close()
+    assert marker.exists()
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_official_checkpoint(tmp_path / "nope.pth.tar")
+    (tmp_path / "junk.pth.tar").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="could not read|refused"):
+        load_official_checkpoint(tmp_path / "junk.pth.tar")
+
+
+def test_unknown_architecture_is_reported(tmp_path: Path) -> None:
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="cannot tell the architecture.*encoder.weight"):
+        load_official_checkpoint(tmp_path / "other.pt")

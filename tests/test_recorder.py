@@ -1,0 +1,164 @@
+"""The RunRecorder and tracking_for_run on a tiny model: what a run leaves in the store and in W&B."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from lightning.pytorch.callbacks import ModelCheckpoint
+from recorder_helpers import TinyClassifier, TinyData, tiny_config, trainer_for
+from sqlalchemy import select
+
+from ecaplatform.jobspec import JobSpec
+from ecaplatform.tracking.integration import tracking_for_run, wandb_mode
+from ecaplatform.tracking.provenance import file_sha256
+from ecaplatform.tracking.records import upsert_run
+from ecaplatform.tracking.schema import EpochMetric, Result, Run
+from ecaplatform.tracking.store import session_scope, writer_engine
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_run_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests run inside `eca submit` or a SLURM job must not continue that job's run.
+    monkeypatch.delenv("ECA_RUN_ID", raising=False)
+
+
+def _runs() -> list[Run]:
+    with session_scope(writer_engine()) as session:
+        return list(session.scalars(select(Run)))
+
+
+def _metrics(run_id: str) -> dict[tuple[int, str], float]:
+    with session_scope(writer_engine()) as session:
+        rows = session.scalars(select(EpochMetric).where(EpochMetric.run_id == run_id))
+        return {(row.epoch, row.name): row.value for row in rows}
+
+
+def _results(run_id: str) -> list[Result]:
+    with session_scope(writer_engine()) as session:
+        return list(session.scalars(select(Result).where(Result.run_id == run_id)))
+
+
+@pytest.mark.slow  # starting W&B's offline service takes several seconds
+def test_fit_records_run_metrics_result_provenance_and_wandb(tmp_path: Path) -> None:
+    job = JobSpec(name="tiny-fit")
+    callbacks, logger = tracking_for_run("fit", tiny_config(), job)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_top1", mode="max")
+    trainer = trainer_for([*callbacks, checkpoint], logger, tmp_path)
+    trainer.fit(TinyClassifier(), datamodule=TinyData())
+
+    [run] = _runs()
+    assert run.status == "succeeded" and run.error is None
+    assert run.command == "fit" and run.job_name == "tiny-fit" and run.model_name == "tiny_linear"
+    assert run.dataset_name == "synthetic" and run.started_at and run.ended_at
+    # provenance
+    assert run.git_commit and len(run.git_commit) == 40 and run.git_dirty is not None
+    assert run.config["model"]["init_args"]["model_name"] == "tiny_linear" and len(run.config_hash) == 64
+    assert {"python", "torch", "lightning"} <= set(run.versions)
+    assert run.host and run.accelerator == "cpu" and run.world_size == 1 and run.num_nodes == 1
+    assert run.wandb_mode == "offline" and run.wandb_id == run.id
+    wandb_run_dir = Path(run.wandb_path)  # what `wandb sync` uploads later
+    assert wandb_run_dir.is_dir() and wandb_run_dir.name.startswith("offline-run-")
+    assert wandb_run_dir.name.endswith(run.id)
+    assert list(wandb_run_dir.glob("*.wandb")), "the offline run has no data file"
+    assert run.checkpoint_path == str(Path(checkpoint.best_model_path).resolve())
+    assert run.checkpoint_sha256 == file_sha256(checkpoint.best_model_path)
+    # metrics per epoch, and best_top1 is the best val_top1 seen
+    metrics = _metrics(run.id)
+    assert {epoch for epoch, _ in metrics} == {0, 1}
+    for epoch in (0, 1):
+        assert {(epoch, "train_loss"), (epoch, "val_top1"), (epoch, "val_top5"), (epoch, "val_loss")} <= set(metrics)
+    assert run.best_top1 == max(metrics[(0, "val_top1")], metrics[(1, "val_top1")])
+    # the final validation as a result, with the whole split counted once
+    [result] = _results(run.id)
+    assert (result.dataset, result.split, result.samples_evaluated) == ("synthetic", "val", 40)
+    assert result.top1 == pytest.approx(metrics[(1, "val_top1")])
+    assert result.fingerprint["num_samples"] == 40 and len(result.fingerprint["hash"]) == 64
+
+
+def test_failure_keeps_finished_epochs_and_records_the_error(tmp_path: Path) -> None:
+    callbacks, logger = tracking_for_run("fit", tiny_config(), JobSpec(name="crash", wandb_mode="disabled"))
+    assert logger is None
+    trainer = trainer_for(callbacks, logger, tmp_path, max_epochs=3)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(TinyClassifier(fail_at_epoch=1), datamodule=TinyData())
+    [run] = _runs()
+    assert run.status == "failed" and "RuntimeError: boom at epoch 1" in run.error and run.ended_at
+    metrics = _metrics(run.id)
+    assert (0, "val_top1") in metrics and not any(epoch >= 1 for epoch, _ in metrics)
+    assert _results(run.id) == []
+
+
+def test_keyboard_interrupt_marks_the_run_interrupted(tmp_path: Path) -> None:
+    callbacks, logger = tracking_for_run("fit", tiny_config(), JobSpec(name="ctrl-c", wandb_mode="disabled"))
+    trainer = trainer_for(callbacks, logger, tmp_path, max_epochs=3)
+    with pytest.raises(SystemExit):  # Lightning turns ^C into a graceful shutdown and exit(1)
+        trainer.fit(TinyClassifier(interrupt_at_epoch=1), datamodule=TinyData())
+    [run] = _runs()
+    assert run.status == "interrupted" and "KeyboardInterrupt" in run.error
+
+
+def test_sigterm_marks_the_run_interrupted_and_keeps_its_epochs(tmp_path: Path) -> None:
+    callbacks, logger = tracking_for_run("fit", tiny_config(), JobSpec(name="preempted", wandb_mode="disabled"))
+    trainer = trainer_for(callbacks, logger, tmp_path, max_epochs=3)
+    with pytest.raises(SystemExit):  # Lightning raises SIGTERMException after the signal
+        trainer.fit(TinyClassifier(sigterm_at_epoch=1), datamodule=TinyData())
+    [run] = _runs()
+    assert run.status == "interrupted" and "SIGTERMException" in run.error
+    assert (0, "val_top1") in _metrics(run.id)
+
+
+def test_resume_from_checkpoint_continues_the_same_record(tmp_path: Path) -> None:
+    job = JobSpec(name="resume", wandb_mode="disabled")
+    callbacks, _ = tracking_for_run("fit", tiny_config(), job)
+    first = trainer_for([*callbacks, ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)], None, tmp_path, 1)
+    first.fit(TinyClassifier(), datamodule=TinyData())
+    last = str(tmp_path / "ckpt" / "last.ckpt")
+
+    callbacks, _ = tracking_for_run("fit", tiny_config(ckpt_path=last), job)
+    second = trainer_for(callbacks, None, tmp_path, max_epochs=2)
+    second.fit(TinyClassifier(), datamodule=TinyData(), ckpt_path=last)
+
+    [run] = _runs()
+    assert run.status == "succeeded"
+    assert {epoch for epoch, _ in _metrics(run.id)} == {0, 1}
+
+
+def test_eca_run_id_continues_a_queued_submission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    upsert_run(writer_engine(), "queued-run-1", job_name="q", command="fit", model_name="tiny_linear",
+               status="queued", slurm_job_id="4242")  # fmt: skip
+    monkeypatch.setenv("ECA_RUN_ID", "queued-run-1")
+    callbacks, logger = tracking_for_run("fit", tiny_config(), JobSpec(name="q", wandb_mode="disabled"))
+    trainer_for(callbacks, logger, tmp_path, max_epochs=1).fit(TinyClassifier(), datamodule=TinyData())
+    [run] = _runs()
+    assert (run.id, run.status, run.slurm_job_id, run.job_name) == ("queued-run-1", "succeeded", "4242", "q")
+
+
+@pytest.mark.parametrize("command", ["validate", "test"])
+def test_evaluation_records_a_result_for_its_split(tmp_path: Path, command: str) -> None:
+    callbacks, logger = tracking_for_run(command, tiny_config(), JobSpec(name=f"eval-{command}", wandb_mode="disabled"))
+    trainer = trainer_for(callbacks, logger, tmp_path)
+    getattr(trainer, command)(TinyClassifier(), datamodule=TinyData())
+    [run] = _runs()
+    assert run.command == command and run.status == "succeeded"
+    [result] = _results(run.id)
+    split = "val" if command == "validate" else "test"
+    assert (result.split, result.samples_evaluated, result.fingerprint["split"]) == (split, 40, split)
+    assert 0 <= result.top1 <= 100 and result.top5 >= result.top1
+
+
+def test_unknown_claim_is_rejected_naming_the_field() -> None:
+    with pytest.raises(ValueError, match=r"job\.claim: 'eca_resnet51-imagenet-top1'"):
+        tracking_for_run("fit", tiny_config(), JobSpec(claim="eca_resnet51-imagenet-top1"))
+
+
+def test_wandb_mode_is_offline_without_a_key_and_env_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_MODE")
+    assert wandb_mode(JobSpec()) == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_mode(JobSpec()) == "online"
+    assert wandb_mode(JobSpec(wandb_mode="disabled")) == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_mode(JobSpec(wandb_mode="online")) == "offline"
+    assert os.environ["WANDB_MODE"] == "offline"
