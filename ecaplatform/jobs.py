@@ -15,7 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,22 +131,11 @@ def eca_command() -> list[str]:
     return [sys.executable, "-m", "ecaplatform"]
 
 
-def check_config(path: Path, command: str) -> None:
+def check_config(path: Path, command: str, overrides: Sequence[str] = ()) -> None:
     """Validate the config with the LightningCLI parser itself (`--print_config` parses, checks and exits)."""
-    try:
-        from ecaplatform.lightning_cli import check_config as cli_check_config  # if the CLI offers one
-    except ImportError:
-        cli_check_config = None
-    if cli_check_config is not None:
-        try:
-            cli_check_config(str(path), command)
-        except SystemExit as exc:
-            raise JobFileError(f"{path}: the {command} config does not parse (see above)") from exc
-        except Exception as exc:
-            raise JobFileError(f"{path}: {exc}") from exc
-        return
+    # In a child process: the parse imports torch and Lightning, and --print_config ends with sys.exit.
     proc = subprocess.run(
-        [*eca_command(), command, "--config", str(path), "--print_config"], capture_output=True, text=True
+        [*eca_command(), command, "--config", str(path), *overrides, "--print_config"], capture_output=True, text=True
     )
     if proc.returncode != 0:
         detail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
@@ -160,7 +149,9 @@ def tasks_per_node(resources: Resources) -> int:
     return resources.gpus_per_node if resources.gpus_per_node > 0 else resources.tasks_per_node
 
 
-def sbatch_script(job: Job, command: str, run_id: str, log_dir: Path, workdir: Path) -> str:
+def sbatch_script(
+    job: Job, command: str, run_id: str, log_dir: Path, workdir: Path, overrides: Sequence[str] = ()
+) -> str:
     """The batch script: one task per device, Lightning's requeue signal, srun starting every rank."""
     r = job.spec.resources
     directives = [
@@ -182,7 +173,7 @@ def sbatch_script(job: Job, command: str, run_id: str, log_dir: Path, workdir: P
     for name in ("ECA_DB_URL", "WANDB_MODE", "WANDB_DIR", "XDG_DATA_HOME"):
         if os.environ.get(name):
             exports[name] = os.environ[name]
-    run = [*eca_command(), command, "--config", str(job.path.resolve())]
+    run = [*eca_command(), command, "--config", str(job.path.resolve()), *overrides]
     lines = ["#!/bin/bash", *(f"#SBATCH {d}" for d in directives), "", "set -euo pipefail"]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
     lines += [f"cd {shlex.quote(str(workdir.resolve()))}", f"srun {shlex.join(run)}", ""]
@@ -194,7 +185,7 @@ def _sbatch_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
 
 
-def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path) -> str:
+def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path, overrides: Sequence[str] = ()) -> str:
     """Record the run as queued, sbatch the script, and store the SLURM job id on the run. Returns the job id."""
     from ecaplatform.tracking.records import finish_run, upsert_run
     from ecaplatform.tracking.store import writer_engine
@@ -203,7 +194,7 @@ def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path) -> str:
         raise JobFileError("sbatch not found: `launcher: slurm` needs a SLURM client on this machine")
     log_dir.mkdir(parents=True, exist_ok=True)
     script_path = log_dir / f"{job.spec.name}-{run_id}.sbatch"
-    script_path.write_text(sbatch_script(job, command, run_id, log_dir, Path.cwd()))
+    script_path.write_text(sbatch_script(job, command, run_id, log_dir, Path.cwd(), overrides))
     script_path.chmod(0o600)  # may hold ECA_DB_URL
 
     engine = writer_engine()
@@ -227,10 +218,14 @@ def _model_name(config: Mapping[str, Any]) -> str:
 # --- the command -------------------------------------------------------------------------------------------------
 
 
-def run_local(job: Job, command: str, run_id: str) -> int:
+def local_command(job: Job, command: str, overrides: Sequence[str] = ()) -> list[str]:
+    return [*eca_command(), command, "--config", str(job.path), *overrides]
+
+
+def run_local(job: Job, command: str, run_id: str, overrides: Sequence[str] = ()) -> int:
     """`eca <command> --config JOB` in a child process, its output streaming straight through."""
     env = {**os.environ, "ECA_RUN_ID": run_id}
-    return subprocess.run([*eca_command(), command, "--config", str(job.path)], env=env).returncode
+    return subprocess.run(local_command(job, command, overrides), env=env).returncode
 
 
 def submit_main(argv: list[str]) -> int:
@@ -239,6 +234,11 @@ def submit_main(argv: list[str]) -> int:
     parser.add_argument("--command", choices=COMMANDS, default="fit", help="what to run (default fit)")
     parser.add_argument("--dry-run", action="store_true", help="check the job and print the sbatch script or command")
     parser.add_argument("--log-dir", type=Path, default=DEFAULT_SLURM_DIR, help="sbatch scripts and SLURM logs")
+    parser.epilog = "Options after `--` go to `eca <command>` itself, e.g. `-- --ckpt_path best`."
+    # Everything after `--` is passed through to the LightningCLI (e.g. --ckpt_path for a verification job).
+    overrides: list[str] = []
+    if "--" in argv:
+        argv, overrides = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     args = parser.parse_args(argv)
 
     from ecaplatform.tracking.provenance import new_run_id
@@ -246,26 +246,27 @@ def submit_main(argv: list[str]) -> int:
     try:
         job = load_job(args.job)
         check_job(job)
-        check_config(job.path, args.command)
+        check_config(job.path, args.command, overrides)
     except JobFileError as exc:
         print(f"eca submit: {exc}\nnothing was submitted", file=sys.stderr)
         return 2
     run_id = new_run_id()
     if job.spec.launcher == "slurm":
         if args.dry_run:
-            print(sbatch_script(job, args.command, run_id, args.log_dir, Path.cwd()))
+            print(sbatch_script(job, args.command, run_id, args.log_dir, Path.cwd(), overrides))
             return 0
         try:
-            slurm_id = submit_slurm(job, args.command, run_id, args.log_dir)
+            slurm_id = submit_slurm(job, args.command, run_id, args.log_dir, overrides)
         except JobFileError as exc:
             print(f"eca submit: {exc}", file=sys.stderr)
             return 1
         print(f"submitted SLURM job {slurm_id} as run {run_id} (queued); follow it with `eca runs --show {run_id}`")
         return 0
     if args.dry_run:
-        print(f"ECA_RUN_ID={run_id} {shlex.join([*eca_command(), args.command, '--config', str(job.path)])}")
+        print(f"ECA_RUN_ID={run_id} {shlex.join(local_command(job, args.command, overrides))}")
         return 0
-    print(f"eca submit: run {run_id}: eca {args.command} --config {job.path}", flush=True)
-    code = run_local(job, args.command, run_id)
+    shown = shlex.join(["eca", *local_command(job, args.command, overrides)[len(eca_command()) :]])
+    print(f"eca submit: run {run_id}: {shown}", flush=True)
+    code = run_local(job, args.command, run_id, overrides)
     print(f"eca submit: run {run_id} exited with {code}; `eca runs --show {run_id}` shows what was recorded")
     return code

@@ -44,8 +44,13 @@ def _loggers_as_list(value: Any) -> list[Logger] | None:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+class _ParsedOnly(Exception):
+    """Raised by a parse-only CLI once the config has parsed and passed the checks."""
+
+
 class EcaLightningCLI(LightningCLI):
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], parse_only: bool = False) -> None:
+        self.parse_only = parse_only
         super().__init__(
             model_class=ImageClassifier,
             datamodule_class=ClassificationDataModule,
@@ -85,7 +90,7 @@ class EcaLightningCLI(LightningCLI):
             if not best.is_file():
                 raise CLIConfigError(f"--ckpt_path best: {best} does not exist; train first or give a path")
             config.ckpt_path = str(best)
-        elif ckpt_path not in (None, "last", "hpc", "registry") and not Path(ckpt_path).is_file():
+        elif ckpt_path not in (None, "last", "hpc", "registry") and not Path(ckpt_path).is_file() and not self.parse_only:
             raise CLIConfigError(f"--ckpt_path {ckpt_path} does not exist; give a .ckpt file, 'last' or 'best'")
         if self.subcommand in ("validate", "test") and not ckpt_path and not config.model.checkpoint:
             raise CLIConfigError(
@@ -93,6 +98,8 @@ class EcaLightningCLI(LightningCLI):
                 "'last' or 'best') or --model.checkpoint (e.g. a released eca_resnet50_k3557.pth.tar); "
                 "it refuses to evaluate randomly initialised weights"
             )
+        if self.parse_only:
+            raise _ParsedOnly
 
     def resolved_config(self) -> dict[str, Any]:
         """The subcommand's config as plain data, as --print_config shows it."""
@@ -140,6 +147,20 @@ class EcaLightningCLI(LightningCLI):
         lines.append(f"  resume:      eca fit --config <this job> --ckpt_path {checkpoint.dirpath}/last.ckpt"
                      if isinstance(checkpoint, ModelCheckpoint) else "")
         print("\n".join(line for line in lines if line), flush=True)
+
+
+def check_config(config_path: str, subcommand: str) -> None:
+    """Parse a job YAML for `subcommand` as `eca <subcommand> --config` would, without building anything.
+
+    Raises SystemExit (bad or unknown keys; jsonargparse prints why) or CLIConfigError.
+    """
+    if subcommand not in SUBCOMMANDS:
+        raise CLIConfigError(f"unknown subcommand {subcommand!r}; use one of {', '.join(SUBCOMMANDS)}")
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    try:
+        EcaLightningCLI(args=[subcommand, "--config", str(config_path)], parse_only=True)
+    except _ParsedOnly:
+        return
 
 
 def _user_message(err: BaseException) -> str:

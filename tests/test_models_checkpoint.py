@@ -84,7 +84,7 @@ def test_bare_state_dict_and_lightning_checkpoint(tmp_path: Path) -> None:
     model = _randomise_bn(create_model("eca_resnet18", num_classes=4, k_size=[5, 5, 3, 3]))
     x = torch.randn(1, 3, 48, 48)
     torch.save(model.state_dict(), tmp_path / "bare.pt")
-    lightning = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+    lightning = {"state_dict": {f"model._orig_mod.{k}": v for k, v in model.state_dict().items()},
                  "hyper_parameters": {"model_name": "eca_resnet18"}, "epoch": 3}
     torch.save(lightning, tmp_path / "lightning.ckpt")
     for file in ("bare.pt", "lightning.ckpt"):
@@ -159,7 +159,7 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_official_checkpoint(tmp_path / "nope.pth.tar")
     (tmp_path / "junk.pth.tar").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="could not read|refused"):
+    with pytest.raises(CheckpointError, match="could not read"):
         load_official_checkpoint(tmp_path / "junk.pth.tar")
 
 

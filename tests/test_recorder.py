@@ -109,16 +109,20 @@ def test_sigterm_marks_the_run_interrupted_and_keeps_its_epochs(tmp_path: Path) 
     assert (0, "val_top1") in _metrics(run.id)
 
 
-def test_resume_from_checkpoint_continues_the_same_record(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["path", "last"])
+def test_resume_from_checkpoint_continues_the_same_record(tmp_path: Path, how: str) -> None:
     job = JobSpec(name="resume", wandb_mode="disabled")
+    ckpt_dir = tmp_path / "ckpt"
     callbacks, _ = tracking_for_run("fit", tiny_config(), job)
-    first = trainer_for([*callbacks, ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)], None, tmp_path, 1)
+    first = trainer_for([*callbacks, ModelCheckpoint(dirpath=ckpt_dir, save_last=True)], None, tmp_path, 1)
     first.fit(TinyClassifier(), datamodule=TinyData())
-    last = str(tmp_path / "ckpt" / "last.ckpt")
 
-    callbacks, _ = tracking_for_run("fit", tiny_config(ckpt_path=last), job)
-    second = trainer_for(callbacks, None, tmp_path, max_epochs=2)
-    second.fit(TinyClassifier(), datamodule=TinyData(), ckpt_path=last)
+    # `--ckpt_path last` is resolved by the CLI's checkpoint.dirpath, a path is taken as is.
+    ckpt_path = str(ckpt_dir / "last.ckpt") if how == "path" else "last"
+    config = tiny_config(ckpt_path=ckpt_path, checkpoint={"dirpath": str(ckpt_dir)})
+    callbacks, _ = tracking_for_run("fit", config, job)
+    second = trainer_for([*callbacks, ModelCheckpoint(dirpath=ckpt_dir, save_last=True)], None, tmp_path, 2)
+    second.fit(TinyClassifier(), datamodule=TinyData(), ckpt_path=ckpt_path)
 
     [run] = _runs()
     assert run.status == "succeeded"

@@ -20,6 +20,9 @@ from torch import nn
 from .registry import create_model
 from .resnet import RESNET_LAYOUTS
 
+# DataParallel / DistributedDataParallel wrap the model as `module`, torch.compile as `_orig_mod`.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or whose tensors do not fit the model."""
@@ -33,10 +36,15 @@ def read_checkpoint(path: str | Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"refused to load {str(path)!r}: it holds Python objects that torch.load(weights_only=True) will not "
-            f"unpickle (loading them could run arbitrary code). Only plain tensors/dicts/numbers are accepted; "
-            f"re-save the weights as a state_dict from a trusted environment. Detail: {err}") from err
+        # torch's message is long advice about weights_only=False; its last line holds the actual reason.
+        reason = str(err).strip().splitlines()[-1]
+        if "global" in reason.lower() or "unsupported" in reason.lower():
+            raise CheckpointError(
+                f"refused to load {str(path)!r}: it holds Python objects that torch.load(weights_only=True) "
+                f"will not unpickle, because loading them could run arbitrary code. Only tensors, dicts, lists "
+                f"and numbers are accepted; re-save just the state_dict from a trusted environment. "
+                f"({reason})") from None
+        raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint ({reason})") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint "
                               f"(note: a .pth.tar file is a torch.save file, not a tar archive): {err}") from err
@@ -58,11 +66,13 @@ def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, tor
         raise CheckpointError(f"{source}: the state_dict holds no tensors (keys: {list(obj)[:5]}...)")
 
     def strip(key: str) -> str:
-        return re.sub(r"(^|\.)(module|_orig_mod)\.", r"\1", key)
+        while key.startswith(_WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        return key
 
     tensors = {strip(k): v for k, v in tensors.items()}
     if any(k.startswith("model.") for k in tensors):  # a Lightning checkpoint of our ImageClassifier
-        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        tensors = {strip(k[len("model."):]): v for k, v in tensors.items() if k.startswith("model.")}
     return tensors
 
 

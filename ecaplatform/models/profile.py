@@ -155,6 +155,17 @@ def format_profile_table(rows: list[ProfileRow], input_size: int = 224) -> str:
     return "\n".join(out + [""] + notes)
 
 
+def display_order(names: list[str]) -> list[str]:
+    """ResNets by depth, then MobileNetV2; within a backbone: none, SE, CBAM, ECA (the paper's row order)."""
+    rank = {"none": 0, "se": 1, "cbam": 2, "eca": 3}
+
+    def key(name: str) -> tuple:
+        info = get_model_info(name)
+        return (info.family != "resnet", info.depth or 0, rank[info.attention])
+
+    return sorted(names, key=key)
+
+
 def profile_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="eca profile", description=(
         "Exact params, params in 2^20 units, ECA params and MACs (2^30 units; the paper's 'FLOPs') of "
@@ -163,7 +174,7 @@ def profile_main(argv: list[str]) -> int:
     parser.add_argument("--input-size", type=int, default=224, help="square input side in pixels (default 224)")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args(argv)
-    names = args.names or list_models()
+    names = args.names or display_order(list_models())
     unknown = [n for n in names if n not in list_models()]
     if unknown:
         print(f"eca profile: unknown model(s) {', '.join(unknown)}; known: {', '.join(list_models())}",
@@ -184,9 +195,7 @@ def models_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="eca models", description="List the registered models.")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    order = {"none": 0, "se": 1, "cbam": 2, "eca": 3}
-    infos = sorted((get_model_info(n) for n in list_models()),
-                   key=lambda i: (i.family != "resnet", i.depth or 0, order[i.attention]))
+    infos = [get_model_info(n) for n in display_order(list_models())]
     if args.json:
         print(json.dumps([asdict(i) for i in infos], indent=2))
         return 0

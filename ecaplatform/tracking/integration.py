@@ -43,6 +43,15 @@ def make_wandb_logger(run_id: str, job: JobSpec, mode: str) -> Any:
     )  # fmt: skip
 
 
+def _resume_checkpoint(config: dict[str, Any]) -> str | None:
+    """The checkpoint file a `fit --ckpt_path ...` resumes from ("last" is the job's checkpoints/last.ckpt)."""
+    ckpt_path = config.get("ckpt_path")
+    if ckpt_path == "last":
+        dirpath = (config.get("checkpoint") or {}).get("dirpath")
+        return os.path.join(dirpath, "last.ckpt") if dirpath else None
+    return ckpt_path if isinstance(ckpt_path, str) else None
+
+
 def tracking_for_run(subcommand: str, config: dict[str, Any], job: JobSpec | None) -> tuple[list[Any], Any]:
     """Return (extra Lightning callbacks, a logger or None) that record this run.
 
@@ -56,8 +65,7 @@ def tracking_for_run(subcommand: str, config: dict[str, Any], job: JobSpec | Non
             f"job.claim: {job.claim!r} is not a claim id in claims/eca_net.yaml; `eca claims --json` lists them "
             "(ids look like eca_resnet50-imagenet-top1)"
         )
-    ckpt_path = config.get("ckpt_path") if subcommand == "fit" else None
-    run_id = resolve_run_id(ckpt_path)
+    run_id = resolve_run_id(_resume_checkpoint(config) if subcommand == "fit" else None)
     mode = wandb_mode(job)
     logger = None if mode == "disabled" else make_wandb_logger(run_id, job, mode)
     recorder = RunRecorder(run_id=run_id, command=subcommand, config=config, job=job, wandb_logger=logger)

@@ -82,6 +82,8 @@ else:
 
 st.subheader("Provenance")
 wandb = run["wandb_url"] or run["wandb_path"]
+if run["wandb_mode"] == "offline" and run["wandb_path"]:
+    wandb = f"{run['wandb_path']} (offline; `wandb sync {run['wandb_path']}` uploads it)"
 st.html(
     render.key_value_html(
         [
