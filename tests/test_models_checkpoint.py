@@ -167,3 +167,36 @@ def test_unknown_architecture_is_reported(tmp_path: Path) -> None:
     torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="cannot tell the architecture.*encoder.weight"):
         load_official_checkpoint(tmp_path / "other.pt")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning hints (srun present, few workers)
+@pytest.mark.slow  # importing Lightning and fitting two steps takes ~15 s on a busy 2-core machine
+def test_a_real_lightning_checkpoint_loads(tmp_path: Path) -> None:
+    """A checkpoint written by Lightning's Trainer (module holding the network as `model`) loads by inference."""
+    lightning = pytest.importorskip("lightning")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Classifier(lightning.LightningModule):
+        def __init__(self, model_name: str = "eca_resnet18", num_classes: int = 3) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.model = create_model(model_name, num_classes=num_classes, k_size="adaptive")
+
+        def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.model(x), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8,))), batch_size=4)
+    module = Classifier()
+    trainer = lightning.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(module, data)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    loaded = load_official_checkpoint(tmp_path / "last.ckpt")
+    assert loaded.eca_kernels == [3, 5, 5, 5]
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(_logits(loaded, x), _logits(module.model, x), rtol=0, atol=0)

@@ -100,7 +100,7 @@ def test_attention_modules_sit_under_their_own_names() -> None:
     assert se_mb["features.17.conv.4.fc.0.weight"] == (40, 320)  # r = 8 on the block's output channels
 
 
-@pytest.mark.parametrize("name", ["eca_resnet18", "cbam_resnet50", "se_mobilenet_v2", "eca_mobilenet_v2"])
+@pytest.mark.parametrize("name", ["eca_resnet18", "cbam_resnet18", "se_mobilenet_v2", "eca_mobilenet_v2"])
 def test_any_input_size_and_class_count(name: str) -> None:
     model = create_model(name, num_classes=7).eval()
     with torch.no_grad():

@@ -36,15 +36,19 @@ def read_checkpoint(path: str | Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        # torch's message is long advice about weights_only=False; its last line holds the actual reason.
-        reason = str(err).strip().splitlines()[-1]
-        if "global" in reason.lower() or "unsupported" in reason.lower():
+        # torch's message is long advice (including how to allow-list the global: we do not);
+        # the reason sits after "WeightsUnpickler error:".
+        message = str(err)
+        blocked = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+        if blocked:
             raise CheckpointError(
-                f"refused to load {str(path)!r}: it holds Python objects that torch.load(weights_only=True) "
-                f"will not unpickle, because loading them could run arbitrary code. Only tensors, dicts, lists "
-                f"and numbers are accepted; re-save just the state_dict from a trusted environment. "
-                f"({reason})") from None
-        raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint ({reason})") from None
+                f"refused to load {str(path)!r}: it references the Python object {blocked.group(1)}, which "
+                f"torch.load(weights_only=True) will not unpickle because loading it could run arbitrary code. "
+                f"Only tensors, dicts, lists and numbers are accepted; re-save just the state_dict from a "
+                f"trusted environment.") from None
+        reason = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", message, re.DOTALL)
+        raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint "
+                              f"({reason.group(1).strip() if reason else message.splitlines()[0]})") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint "
                               f"(note: a .pth.tar file is a torch.save file, not a tar archive): {err}") from err
