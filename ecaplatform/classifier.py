@@ -262,14 +262,35 @@ class ImageClassifier(L.LightningModule):
             self.log("train_throughput", self._throughput_images * self.trainer.world_size / elapsed)
 
     # --- optimisation ------------------------------------------------------------------------------------------
+    def _schedule_lengths(self) -> tuple[int, int]:
+        """(optimizer steps per epoch, total optimizer steps) of this run; 0 where not known yet."""
+        total = self.trainer.estimated_stepping_batches  # inf when the run has no epoch limit
+        total = int(total) if math.isfinite(total) else max(0, self.trainer.max_steps)
+        batches = self.trainer.num_training_batches  # inf until the train loader is set up
+        accumulate = max(1, self.trainer.accumulate_grad_batches)
+        per_epoch = math.ceil(batches / accumulate) if math.isfinite(batches) else 0
+        return per_epoch, total
+
+    def on_train_start(self) -> None:
+        # The loader is set up now: make sure the schedule knows the epoch length even when
+        # configure_optimizers ran before it was (e.g. a run bounded by max_steps only).
+        steps_per_epoch, total_steps = self._schedule_lengths()
+        hp = self.hparams
+        for config in self.trainer.lr_scheduler_configs:
+            for schedule in getattr(config.scheduler, "lr_lambdas", []):
+                if isinstance(schedule, LrSchedule) and steps_per_epoch:
+                    schedule.steps_per_epoch = steps_per_epoch
+                    schedule.total_steps = total_steps
+                    schedule.warmup_steps = round(hp.warmup_epochs * steps_per_epoch)
+        if hp.lr_schedule == "cosine" and total_steps <= 0:
+            raise ModelConfigError("lr_schedule cosine needs a finite run: set trainer.max_epochs or max_steps")
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         optimizer = torch.optim.SGD(
             self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
         )
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        accumulate = max(1, self.trainer.accumulate_grad_batches)
-        steps_per_epoch = max(1, math.ceil(self.trainer.num_training_batches / accumulate))
+        steps_per_epoch, total_steps = self._schedule_lengths()
         schedule = LrSchedule(
             kind=hp.lr_schedule,
             steps_per_epoch=steps_per_epoch,

@@ -29,6 +29,7 @@ from ecaplatform.jobspec import JobSpec
 
 SUBCOMMANDS = ("fit", "validate", "test")
 DEFAULT_RUNS_DIR = "runs"
+LIGHTNING_CKPT_WORDS = (None, "last", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
 
 
 class CLIConfigError(ValueError):
@@ -90,7 +91,7 @@ class EcaLightningCLI(LightningCLI):
             if not best.is_file():
                 raise CLIConfigError(f"--ckpt_path best: {best} does not exist; train first or give a path")
             config.ckpt_path = str(best)
-        elif ckpt_path not in (None, "last", "hpc", "registry") and not Path(ckpt_path).is_file() and not self.parse_only:
+        elif ckpt_path not in LIGHTNING_CKPT_WORDS and not self.parse_only and not Path(ckpt_path).exists():
             raise CLIConfigError(f"--ckpt_path {ckpt_path} does not exist; give a .ckpt file, 'last' or 'best'")
         if self.subcommand in ("validate", "test") and not ckpt_path and not config.model.checkpoint:
             raise CLIConfigError(
@@ -109,14 +110,14 @@ class EcaLightningCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         from ecaplatform.tracking.integration import tracking_for_run
 
-        job = self._get(self.config_init, "job")
-        if not isinstance(job, JobSpec):  # jsonargparse may hand the group over as a namespace
-            job = JobSpec(**{k: v for k, v in vars(job).items()})
+        job = self._get(self.config_init, "job")  # jsonargparse instantiates the dataclass (and Resources)
         try:
             extra_callbacks, tracking_logger = tracking_for_run(self.subcommand, self.resolved_config(), job)
         except ValueError as err:  # e.g. a job.claim that is not a claim id
             raise CLIConfigError(str(err)) from err
         callbacks = [*callbacks, *extra_callbacks]
+        if config.get("enable_checkpointing") is False:  # Lightning refuses a ModelCheckpoint then
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         loggers = _loggers_as_list(config.get("logger"))
         if loggers is not None:
             if not loggers:  # the config asked for Lightning's default logger: a CSV one under the run folder
@@ -191,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # `eca` hands over sys.argv[1:] explicitly; Lightning warns when args and sys.argv are both set.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    # Intended: the classifier normalises uint8 batches on the device whatever the data module.
+    warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
     try:
         EcaLightningCLI(args=args)
     except SystemExit as exit_:  # argument errors, --help, --print_config

@@ -1,0 +1,212 @@
+"""The ImageClassifier: recipe schedules, device-side normalisation, exact metrics, self-rebuilding checkpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ecaplatform.classifier import ImageClassifier, LrSchedule, ModelConfigError
+from ecaplatform.datamodules import IMAGENET_MEAN, IMAGENET_STD, ImageNetDataModule, SyntheticDataModule
+from tests.image_folders import make_imagenet_folder
+
+
+def tiny_trainer(**kwargs: object) -> L.Trainer:
+    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+# --- learning-rate schedules ---------------------------------------------------------------------------------------
+
+
+def test_step_schedule_divides_by_ten_every_30_epochs() -> None:
+    schedule = LrSchedule(kind="step", steps_per_epoch=100, total_steps=10_000)
+    assert schedule(0) == 1.0
+    assert schedule(30 * 100 - 1) == 1.0  # last step of epoch 29
+    assert schedule(30 * 100) == pytest.approx(0.1)  # first step of epoch 30
+    assert schedule(60 * 100) == pytest.approx(0.01)
+    assert schedule(99 * 100) == pytest.approx(0.001)
+
+
+def test_exponential_schedule_multiplies_by_098_per_epoch() -> None:
+    schedule = LrSchedule(kind="exponential", steps_per_epoch=10, total_steps=4000, exp_gamma=0.98)
+    assert schedule(9) == 1.0
+    assert schedule(10) == pytest.approx(0.98)
+    assert schedule(399 * 10) == pytest.approx(0.98**399)
+
+
+def test_cosine_schedule_with_linear_warmup() -> None:
+    schedule = LrSchedule(kind="cosine", steps_per_epoch=10, total_steps=110, warmup_steps=10,
+                          warmup_start_factor=0.1, min_factor=0.0)  # fmt: skip
+    assert schedule(0) == pytest.approx(0.1)
+    assert schedule(5) == pytest.approx(0.55)
+    assert schedule(10) == pytest.approx(1.0)
+    assert schedule(60) == pytest.approx(0.5)  # half-way through the cosine
+    assert schedule(110) == pytest.approx(0.0, abs=1e-12)
+    assert all(schedule(s) >= schedule(s + 1) for s in range(10, 110))
+
+
+def test_trainer_applies_the_schedule_per_optimizer_step() -> None:
+    model = ImageClassifier("resnet18", num_classes=4, lr=0.2, lr_schedule="step", step_size=1, step_gamma=0.5)
+    data = SyntheticDataModule(batch_size=4, num_classes=4, image_size=16, train_samples=8, val_samples=4)
+    trainer = tiny_trainer(max_epochs=3, limit_val_batches=0)
+    trainer.fit(model, data)
+    # 3 epochs x 2 steps; the next step would be in epoch 3: 0.2 * 0.5**3
+    assert trainer.global_step == 6
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.2 * 0.5**3)
+    assert trainer.callback_metrics["train_throughput"] > 0
+    assert {"train_loss", "train_top1", "train_top5"} <= set(trainer.callback_metrics)
+
+
+def test_sgd_settings_reach_the_optimizer() -> None:
+    model = ImageClassifier("resnet18", num_classes=4, lr=0.045, momentum=0.9, weight_decay=4e-5, nesterov=True,
+                            lr_schedule="exponential")  # fmt: skip
+    data = SyntheticDataModule(batch_size=4, num_classes=4, image_size=16, train_samples=4, val_samples=4)
+    trainer = tiny_trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(model, data)
+    group = trainer.optimizers[0].param_groups[0]
+    assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.9, 4e-5, True)
+    assert isinstance(trainer.optimizers[0], torch.optim.SGD)
+
+
+def test_speed_switches_train_and_evaluate_together() -> None:
+    # bf16 autocast + channels_last + uint8 batches normalised on the device (CPU here; the same path on GPUs).
+    model = ImageClassifier("eca_resnet18", num_classes=4, channels_last=True)
+    data = SyntheticDataModule(batch_size=4, num_classes=4, image_size=16, train_samples=8, val_samples=5)
+    trainer = tiny_trainer(max_steps=2, precision="bf16-mixed")
+    trainer.fit(model, data)
+    metrics = trainer.callback_metrics
+    assert metrics["val_samples"] == 5 and torch.isfinite(metrics["val_loss"])
+    assert torch.isfinite(metrics["train_loss"])
+
+
+# --- inputs ----------------------------------------------------------------------------------------------------
+
+
+def test_uint8_batches_are_normalised_on_the_device() -> None:
+    model = ImageClassifier("resnet18", num_classes=3, channels_last=True)
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    normalised, targets = model.on_after_batch_transfer((images, torch.tensor([0, 1])), 0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(normalised, (images.float() / 255 - mean) / std)
+    assert normalised.is_contiguous(memory_format=torch.channels_last)
+    assert targets.tolist() == [0, 1]
+    already = torch.randn(2, 3, 8, 8)
+    assert torch.equal(model.normalize(already), already)  # float input is taken as normalised
+
+
+def test_label_smoothing_is_used_for_training_loss() -> None:
+    model = ImageClassifier("resnet18", num_classes=3, label_smoothing=0.1)
+    model.eval()  # fixed BN statistics so both forward passes agree
+    images, targets = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+    loss = model.training_step((images, targets), 0)
+    expected = F.cross_entropy(model(images), targets, label_smoothing=0.1)
+    torch.testing.assert_close(loss, expected)
+    assert not torch.allclose(loss, F.cross_entropy(model(images), targets))
+
+
+# --- exact metrics ---------------------------------------------------------------------------------------------
+
+
+def test_validation_metrics_are_exact_percentages_over_every_sample(tmp_path: Path) -> None:
+    root = make_imagenet_folder(tmp_path / "imagenet", classes=7, train_per_class=1,
+                                val_per_class=[2, 1, 2, 1, 2, 1, 2], size=24)  # fmt: skip
+    data = ImageNetDataModule(str(root), batch_size=4, num_workers=0, image_size=16)
+    torch.manual_seed(0)
+    model = ImageClassifier("resnet18", num_classes=7)
+    metrics = tiny_trainer().validate(model, data, verbose=False)[0]
+
+    model.eval()
+    logits, labels = [], []
+    with torch.no_grad():
+        for images, targets in data.val_dataloader():
+            logits.append(model(model.normalize(images)))
+            labels.append(targets)
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    top5 = logits.topk(5, dim=1).indices
+    assert metrics["val_samples"] == 11
+    assert metrics["val_top1"] == pytest.approx(100.0 * (logits.argmax(1) == labels).float().mean().item())
+    assert metrics["val_top5"] == pytest.approx(100.0 * (top5 == labels[:, None]).any(1).float().mean().item())
+    assert metrics["val_loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+
+
+def test_test_split_logs_its_own_metrics() -> None:
+    data = SyntheticDataModule(batch_size=4, num_classes=3, image_size=16, val_samples=5)
+    metrics = tiny_trainer().test(ImageClassifier("resnet18", num_classes=3), data, verbose=False)[0]
+    assert metrics["test_samples"] == 5 and metrics["test_top5"] == 100.0  # 3 classes: top-3 always hits
+    assert set(metrics) == {"test_top1", "test_top5", "test_loss", "test_samples"}
+
+
+# --- building and rebuilding -----------------------------------------------------------------------------------
+
+
+def test_checkpoint_rebuilds_the_classifier(tmp_path: Path) -> None:
+    model = ImageClassifier("eca_resnet18", num_classes=4, lr=0.05, lr_schedule="cosine")
+    data = SyntheticDataModule(batch_size=4, num_classes=4, image_size=16, train_samples=4, val_samples=4)
+    trainer = tiny_trainer(max_steps=1, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(model, data)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+
+    raw = torch.load(path, weights_only=True, map_location="cpu")  # no pickled code needed to read it
+    assert raw["hyper_parameters"]["model_name"] == "eca_resnet18"
+    rebuilt = ImageClassifier.load_from_checkpoint(path)
+    assert rebuilt.hparams.lr == 0.05 and rebuilt.hparams.lr_schedule == "cosine"
+    model.eval()
+    rebuilt.eval()
+    images = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(rebuilt(images), model(images))
+    # ...and the file works as a starting point (`model.checkpoint`) for a new run.
+    started = ImageClassifier("eca_resnet18", num_classes=4, checkpoint=str(path)).eval()
+    torch.testing.assert_close(started(images), model(images))
+
+
+def test_compile_keeps_parameter_names() -> None:
+    plain = ImageClassifier("resnet18", num_classes=3)
+    compiled = ImageClassifier("resnet18", num_classes=3, compile=True)
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+
+
+def test_unknown_model_lists_the_registered_ones() -> None:
+    with pytest.raises(ModelConfigError, match=r"unknown model 'eca_resnet51'.*eca_resnet50"):
+        ImageClassifier("eca_resnet51")
+
+
+def test_missing_checkpoint_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ModelConfigError, match=r"missing\.pth\.tar does not exist"):
+        ImageClassifier("eca_resnet18", checkpoint=str(tmp_path / "missing.pth.tar"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr_schedule": "linear"}, "lr_schedule 'linear' is not one of"),
+        ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+        ({"nesterov": True, "momentum": 0.0}, "nesterov=True needs momentum"),
+        ({"model_kwargs": {"not_an_option": 1}}, "cannot build 'resnet18'"),
+    ],
+)
+def test_bad_settings_are_named(kwargs: dict, message: str) -> None:
+    with pytest.raises(ModelConfigError, match=message):
+        ImageClassifier("resnet18", num_classes=3, **kwargs)
+
+
+def test_num_classes_must_match_the_data() -> None:
+    data = SyntheticDataModule(batch_size=4, num_classes=10, image_size=16, val_samples=4)
+    with pytest.raises(ModelConfigError, match=r"model.num_classes is 1000 but the data \(synthetic\) has 10"):
+        tiny_trainer().validate(ImageClassifier("resnet18", num_classes=1000), data, verbose=False)
+
+
+def test_schedule_state_survives_a_checkpoint() -> None:
+    # The LambdaLR callable is a dataclass: its fields travel in the scheduler's state_dict.
+    schedule = LrSchedule(kind="exponential", steps_per_epoch=7, total_steps=70, exp_gamma=0.9)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    state = scheduler.state_dict()
+    assert state["lr_lambdas"][0]["steps_per_epoch"] == 7 and math.isclose(state["lr_lambdas"][0]["exp_gamma"], 0.9)
