@@ -94,7 +94,19 @@ def load_job(path: str | os.PathLike[str]) -> Job:
     return Job(path=path, config=config, spec=parse_job_section(config.get("job"), path))
 
 
-def check_job(job: Job) -> None:
+def override_value(overrides: Sequence[str], *keys: str) -> str | None:
+    """The value a command-line override gives one of `keys` (`--data.root /x` or `--data.root=/x`), if any."""
+    value = None
+    for index, arg in enumerate(overrides):
+        for key in keys:
+            if arg == f"--{key}" and index + 1 < len(overrides):
+                value = overrides[index + 1]
+            elif arg.startswith(f"--{key}="):
+                value = arg.split("=", 1)[1]
+    return value
+
+
+def check_job(job: Job, overrides: Sequence[str] = ()) -> None:
     """The checks that need no LightningCLI: the claim, the data root, SLURM tasks vs trainer.devices."""
     if job.spec.claim:
         from ecaplatform.tracking.claims import claim_ids
@@ -107,8 +119,9 @@ def check_job(job: Job) -> None:
             )
     data = _section(job.config, "data")
     for key in ("root", "data_dir", "data_root"):
-        if data.get(key) is not None and not Path(str(data[key])).expanduser().is_dir():
-            raise JobFileError(f"{job.path}: data.init_args.{key}: {data[key]} does not exist or is not a folder")
+        value = override_value(overrides, f"data.init_args.{key}", f"data.{key}") or data.get(key)
+        if value is not None and not Path(str(value)).expanduser().is_dir():
+            raise JobFileError(f"{job.path}: data.init_args.{key}: {value} does not exist or is not a folder")
     if job.spec.launcher == "slurm":
         devices = _section(job.config, "trainer").get("devices")
         tasks = tasks_per_node(job.spec.resources)
@@ -138,7 +151,10 @@ def check_config(path: Path, command: str, overrides: Sequence[str] = ()) -> Non
         [*eca_command(), command, "--config", str(path), *overrides, "--print_config"], capture_output=True, text=True
     )
     if proc.returncode != 0:
-        detail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        # jsonargparse prints the whole usage first; the part that names the bad key starts at "error:".
+        starts = [i for i, line in enumerate(lines) if line.startswith("error:") or ": error:" in line]
+        detail = "\n".join(lines[starts[-1] :] if starts else lines[-15:])
         raise JobFileError(f"{path}: `eca {command} --config` rejects it:\n{detail}")
 
 
@@ -231,7 +247,7 @@ def run_local(job: Job, command: str, run_id: str, overrides: Sequence[str] = ()
 def submit_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="eca submit", description=__doc__.split("\n\n")[0])
     parser.add_argument("job", help="job YAML: a LightningCLI config with a `job:` section")
-    parser.add_argument("--command", choices=COMMANDS, default="fit", help="what to run (default fit)")
+    parser.add_argument("--command", choices=COMMANDS, help="what to run (default: the job's `command`, else fit)")
     parser.add_argument("--dry-run", action="store_true", help="check the job and print the sbatch script or command")
     parser.add_argument("--log-dir", type=Path, default=DEFAULT_SLURM_DIR, help="sbatch scripts and SLURM logs")
     parser.epilog = "Options after `--` go to `eca <command>` itself, e.g. `-- --ckpt_path best`."
@@ -245,7 +261,9 @@ def submit_main(argv: list[str]) -> int:
 
     try:
         job = load_job(args.job)
-        check_job(job)
+        # JobSpec may carry the command (a verification job says validate); the command line wins.
+        args.command = args.command or job.spec.command
+        check_job(job, overrides)
         check_config(job.path, args.command, overrides)
     except JobFileError as exc:
         print(f"eca submit: {exc}\nnothing was submitted", file=sys.stderr)

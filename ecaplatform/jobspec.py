@@ -32,6 +32,8 @@ class JobSpec:
     name: str = "unnamed"
     claim: str | None = None
     launcher: Literal["local", "slurm"] = "local"
+    # What `eca submit` runs: verification jobs say `validate`; `eca submit --command` overrides it.
+    command: Literal["fit", "validate", "test"] = "fit"
     resources: Resources = field(default_factory=Resources)
     # W&B: "auto" is online when WANDB_API_KEY is set, offline otherwise.
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"

@@ -18,5 +18,9 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    # A suite run inside `eca submit` or a SLURM allocation must not continue that job's run record.
+    inherited = ("ECA_RUN_ID", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_NTASKS")
+    inherited += ("SLURM_PROCID",)
+    for name in inherited:
+        monkeypatch.delenv(name, raising=False)
     os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -142,6 +143,10 @@ JobCompType=jobcomp/none
 MpiDefault=none
 SwitchType=switch/none
 ReturnToService=2
+# Lightning ignores SIGTERM under SLURM (it waits to be requeued): SIGKILL soon after, not the default 30 s.
+KillWait=5
+# Lightning derives the DDP port from the job id: a random first id keeps two clusters' jobs off the same port.
+FirstJobId={first_job_id}
 NodeName={host} CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """
@@ -158,8 +163,10 @@ class SlurmCluster:
         (self.root / "state").mkdir()
         (self.root / "spool").mkdir()
         self.conf.write_text(
-            SLURM_CONF_TEMPLATE.format(host=self.host, root=self.root, ctld_port=free_port(),
-                                       slurmd_port=free_port(), cpus=cpus, mem_mb=mem_mb)  # fmt: skip
+            SLURM_CONF_TEMPLATE.format(
+                host=self.host, root=self.root, ctld_port=free_port(), slurmd_port=free_port(), cpus=cpus,
+                mem_mb=mem_mb, first_job_id=random.randint(1000, 9000) * 10,
+            )
         )
         # Our own munge key: never touch /etc/munge, and work where the package created none.
         self.munge_key = self.root / "munge.key"
@@ -207,6 +214,13 @@ class SlurmCluster:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(["scancel", "--full", "--user", str(os.getuid())], env=self.env, capture_output=True,
                            timeout=30)  # fmt: skip
+            # Let slurmd kill the jobs' processes before it goes: none may outlive the cluster.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                queue = subprocess.run(["squeue", "-h"], env=self.env, capture_output=True, text=True, timeout=30)
+                if queue.returncode != 0 or not queue.stdout.strip():
+                    break
+                time.sleep(1)
         for process in reversed(self.processes):  # slurmd, slurmctld, then munged
             process.terminate()
             try:

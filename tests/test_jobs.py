@@ -127,3 +127,85 @@ def test_slurm_submission_records_a_queued_run_with_its_job_id(
         run = session.get(Run, "RUN3")
         assert (run.status, run.slurm_job_id, run.claim_id, run.model_name) == (
             "queued", "4242", "eca_resnet50-imagenet-top1", "eca_resnet50")  # fmt: skip
+
+
+# --- end to end through the real LightningCLI (child processes) -------------------------------------------------
+
+TINY_JOB: dict[str, Any] = {
+    "seed_everything": 0,
+    "model": {"model_name": "eca_resnet18", "num_classes": 10, "lr": 0.05},
+    "data": {"class_path": "ecaplatform.datamodules.DigitsDataModule",
+             "init_args": {"batch_size": 90, "image_size": 16}},  # fmt: skip
+    "trainer": {"max_epochs": 1, "limit_train_batches": 2, "accelerator": "cpu", "devices": 1,
+                "enable_progress_bar": False, "enable_model_summary": False},  # fmt: skip
+    "job": {"name": "tiny-local", "claim": "eca_resnet18-imagenet-top1"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["trainer"].update(max_epoch=1), "'trainer' does not accept option 'max_epoch'"),
+        (lambda c: c["model"].update(lr="fast"), 'Parser key "model.lr"'),
+    ],
+)
+def test_config_errors_are_caught_by_the_lightning_parser_before_submitting(
+    tmp_path: Path, fake_sbatch: Path, capsys: pytest.CaptureFixture[str], edit: Any, message: str
+) -> None:
+    config = yaml.safe_load(yaml.safe_dump(TINY_JOB))
+    edit(config)
+    config["job"].update(launcher="slurm", resources={"tasks_per_node": 1})
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert eca(["submit", str(path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not fake_sbatch.exists()
+
+
+@pytest.mark.slow
+def test_local_submit_records_the_run_then_a_verification_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ECA_RUN_ID", raising=False)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_JOB))
+
+    assert eca(["submit", str(path)]) == 0
+    run_id = capsys.readouterr().out.split("eca submit: run ")[1].split(":")[0]
+    best = tmp_path / "runs" / "tiny-local" / "checkpoints" / "best.ckpt"
+    assert eca(["submit", str(path), "--command", "validate", "--", "--ckpt_path", str(best)]) == 0
+
+    with session_scope(writer_engine()) as session:
+        runs = {run.command: run for run in session.scalars(select(Run))}
+        assert set(runs) == {"fit", "validate"} and runs["fit"].id == run_id
+        for run in runs.values():
+            assert run.status == "succeeded" and run.claim_id == "eca_resnet18-imagenet-top1"
+            assert run.model_name == "eca_resnet18" and run.dataset_name == "digits"
+            [result] = run.results
+            assert result.samples_evaluated == result.fingerprint["num_samples"] == 360
+        fit, validate = runs["fit"], runs["validate"]
+        assert {m.name for m in fit.metrics} >= {"train_loss", "val_top1", "val_top5", "val_loss"}
+        assert fit.wandb_mode == "offline" and Path(fit.wandb_path).is_dir()
+        # validate records the checkpoint it evaluated, and scores it exactly as the fit's final validation did
+        assert validate.checkpoint_path == str(best) and validate.checkpoint_sha256 == fit.checkpoint_sha256
+        assert validate.results[0].top1 == pytest.approx(fit.results[0].top1)
+
+
+def test_a_data_root_given_on_the_command_line_is_the_one_checked(tmp_path: Path) -> None:
+    job = load_job(_write(tmp_path, lambda c: c["data"]["init_args"].update(root="/no/such/imagenet")))
+    check_job(job, ["--data.init_args.root", str(tmp_path)])
+    check_job(job, [f"--data.root={tmp_path}"])
+    with pytest.raises(JobFileError, match="data.init_args.root: /elsewhere does not exist"):
+        check_job(load_job(_write(tmp_path)), ["--data.init_args.root", "/elsewhere"])
+
+
+def test_the_repositorys_job_files_pass_every_check_but_the_absent_imagenet() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    for path in sorted((repo / "jobs").glob("*.yaml")):
+        job = load_job(path)
+        try:
+            check_job(job)
+        except JobFileError as exc:  # ImageNet is not on this machine; nothing else may be wrong
+            assert "data.init_args.root" in str(exc), exc

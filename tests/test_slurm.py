@@ -1,5 +1,7 @@
-"""A real single-node SLURM runs a job submitted with `eca submit` as 2 DDP tasks on the CPU (gloo), and the store
-holds exactly one run for it: its SLURM job id, status succeeded, world size 2, the full val split counted once."""
+"""A real single-node SLURM runs a job submitted with `eca submit` as 2 DDP tasks on the CPU (gloo). The job is
+preempted once (SLURM's requeue signal): Lightning checkpoints and requeues it, the requeued job resumes. The store
+holds exactly one run for it all: its SLURM job id, status succeeded, world size 2, every epoch, one final result
+counting the whole val split once."""
 
 from __future__ import annotations
 
@@ -13,51 +15,60 @@ from services import SlurmCluster, slurm_cluster  # noqa: F401
 from sqlalchemy import select
 
 from ecaplatform.cli import main as eca
-from ecaplatform.tracking.schema import Result, Run
+from ecaplatform.tracking.schema import EpochMetric, Result, Run
 from ecaplatform.tracking.store import session_scope, writer_engine
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_JOB = REPO_ROOT / "jobs" / "demo_cpu.yaml"
-FINISHED = ("succeeded", "failed", "interrupted")
+FINISHED = ("succeeded", "failed")
 
 
 def _ddp_job(tmp_path: Path) -> Path:
-    """The CPU demo, cut down to a few steps and run as 2 SLURM tasks = 2 DDP ranks."""
-    if not DEMO_JOB.is_file():
-        pytest.fail(f"{DEMO_JOB} is missing: the SLURM test builds on the CPU demo job")
-    config = yaml.safe_load(DEMO_JOB.read_text())
-    trainer = config.setdefault("trainer", {})
-    trainer.update(accelerator="cpu", devices=2, num_nodes=1, strategy="ddp", max_epochs=1, limit_train_batches=3,
-                   default_root_dir=str(tmp_path / "lightning"), enable_progress_bar=False)  # fmt: skip
-    trainer.pop("max_steps", None)
-    config["job"] = {
-        "name": "slurm-ddp",
-        "launcher": "slurm",
-        "wandb_mode": "offline",
-        "resources": {"nodes": 1, "gpus_per_node": 0, "tasks_per_node": 2, "cpus_per_task": 1, "mem": "3G",
-                      "time": "00:10:00"},  # fmt: skip
-    }
+    """A few steps of ECA-ResNet-18 on digits (16 px), as 2 SLURM tasks = 2 DDP ranks on the CPU."""
+    config = {
+        "seed_everything": 0,
+        "model": {"model_name": "eca_resnet18", "num_classes": 10, "lr": 0.05},
+        "data": {"class_path": "ecaplatform.datamodules.DigitsDataModule",
+                 "init_args": {"batch_size": 90, "image_size": 16}},
+        "trainer": {"accelerator": "cpu", "devices": 2, "num_nodes": 1, "strategy": "ddp", "max_epochs": 3,
+                    "limit_train_batches": 4, "enable_progress_bar": False, "enable_model_summary": False},
+        "job": {
+            "name": "slurm-ddp",
+            "launcher": "slurm",
+            "wandb_mode": "offline",
+            "resources": {"nodes": 1, "gpus_per_node": 0, "tasks_per_node": 2, "cpus_per_task": 1, "mem": "3G",
+                          "time": "00:10:00"},
+        },
+    }  # fmt: skip
     path = tmp_path / "slurm_ddp.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def _wait_for_run(cluster: SlurmCluster, timeout: float = 240) -> Run:
+def _store_runs() -> list[Run]:
+    with session_scope(writer_engine()) as session:
+        return list(session.scalars(select(Run)))
+
+
+def _wait_until(predicate, what: str, cluster: SlurmCluster, timeout: float = 240, poll: float = 0.5):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with session_scope(writer_engine()) as session:
-            runs = list(session.scalars(select(Run)))
-        if runs and runs[0].status in FINISHED:
-            return runs[0]
-        time.sleep(2)
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
     queue = subprocess.run(["squeue"], capture_output=True, text=True, env=cluster.env).stdout
-    pytest.fail(f"the SLURM job did not finish in {timeout}s\n{queue}\n{cluster.log('slurmctld.log')[-3000:]}")
+    job_logs = "\n".join(p.read_text()[-3000:] for p in Path.cwd().glob("logs/*.out"))
+    pytest.fail(f"{what}: not within {timeout}s\n{queue}\n{job_logs}\n{cluster.log('slurmctld.log')[-1500:]}")
+
+
+def _epochs_recorded() -> set[int]:
+    with session_scope(writer_engine()) as session:
+        return set(session.scalars(select(EpochMetric.epoch).where(EpochMetric.name == "val_top1")))
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.timeout(400)
-def test_submitted_job_runs_as_two_ddp_tasks_and_is_recorded_once(
+@pytest.mark.timeout(500)
+def test_submitted_job_runs_as_two_ddp_tasks_survives_a_requeue_and_is_recorded_once(
     slurm_cluster: SlurmCluster,  # noqa: F811
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -68,19 +79,44 @@ def test_submitted_job_runs_as_two_ddp_tasks_and_is_recorded_once(
     monkeypatch.chdir(tmp_path)
     logs = tmp_path / "logs"
     assert eca(["submit", str(_ddp_job(tmp_path)), "--log-dir", str(logs)]) == 0
-    out = capsys.readouterr().out
-    slurm_id = out.split("submitted SLURM job ")[1].split()[0]
+    slurm_id = capsys.readouterr().out.split("submitted SLURM job ")[1].split()[0]
+    [queued] = _store_runs()
+    assert (queued.status, queued.slurm_job_id) == ("queued", slurm_id)
 
-    run = _wait_for_run(slurm_cluster)
+    # Preempt it after its first epoch: SLURM's requeue signal, as before a time limit or a preemption.
+    _wait_until(lambda: 0 in _epochs_recorded(), "the first epoch's metrics", slurm_cluster)
+    subprocess.run(["scancel", "--signal=USR1", slurm_id], check=True, env=slurm_cluster.env)
+    interrupted = _wait_until(lambda: [r for r in _store_runs() if r.status == "interrupted"], "interrupted",
+                              slurm_cluster)  # fmt: skip
+    assert "requeued by SLURM" in interrupted[0].error
+    # SLURM may hold a requeued job back for a while (BeginTime); let it start again now.
+    def job_state() -> str:
+        squeue = ["squeue", "-h", "-o", "%T"]
+        return subprocess.run(squeue, capture_output=True, text=True, env=slurm_cluster.env).stdout
+
+    _wait_until(lambda: "PENDING" in job_state(), "the job back in the queue", slurm_cluster)
+    update = ["scontrol", "update", f"jobid={slurm_id}", "BeginTime=now"]
+
+    def released() -> bool:  # the requeued job waits no more (it may have been allowed to start already)
+        if "PENDING" not in job_state():
+            return True
+        return subprocess.run(update, capture_output=True, env=slurm_cluster.env).returncode == 0
+
+    _wait_until(released, "the requeued job released", slurm_cluster)
+
+    run = _wait_until(lambda: [r for r in _store_runs() if r.status in FINISHED], "the requeued job's end",
+                      slurm_cluster, poll=2)[0]  # fmt: skip
     log = "\n".join(path.read_text() for path in logs.glob("*.out"))
     assert run.status == "succeeded", f"{run.error}\n{log[-4000:]}"
     with session_scope(writer_engine()) as session:
         runs = list(session.scalars(select(Run)))
         results = list(session.scalars(select(Result)))
-    assert len(runs) == 1, "both ranks and the submission must share one record"
+    assert len(runs) == 1, "both ranks, the submission and the requeued job must share one record"
     assert (run.slurm_job_id, run.world_size, run.num_nodes, run.command) == (slurm_id, 2, 1, "fit")
-    assert run.config and run.config_hash and run.wandb_mode == "offline"
+    assert run.config and run.config_hash and run.wandb_mode == "offline" and run.error is None
+    assert _epochs_recorded() == {0, 1, 2}
+    assert "Starting with 2 processes" in log, log[-3000:]  # Lightning took both SLURM tasks as DDP ranks
+    assert "Restored all states from the checkpoint" in log and "hpc_ckpt" in log  # the requeued job resumed
     [result] = results
     # Two ranks, and still every val sample counted exactly once.
     assert result.samples_evaluated == result.fingerprint["num_samples"] > 0
-    assert "2 processes" in log or "MEMBER: 2/2" in log, log[-3000:]

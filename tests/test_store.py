@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 
@@ -151,3 +152,26 @@ def test_eight_processes_writing_one_sqlite_file_lose_nothing(tmp_path: Path) ->
 def test_concurrent_writers_on_postgres_lose_nothing(fresh_postgres_url: str) -> None:  # noqa: F811
     _run_writers(fresh_postgres_url, 4)
     _assert_nothing_lost(fresh_postgres_url, 4)
+
+
+def test_eca_runs_filters_and_shows_one_run(capsys: pytest.CaptureFixture[str]) -> None:
+    engine = writer_engine()
+    for index, (model, status) in enumerate([("eca_resnet50", "succeeded"), ("resnet50", "failed"),
+                                              ("eca_resnet50", "failed")]):  # fmt: skip
+        start_run(engine, f"run-{index}", job_name=f"job-{index}", command="fit", model_name=model)
+        finish_run(engine, f"run-{index}", status, error="boom" if status == "failed" else None)
+    record_epoch_metrics(engine, "run-2", 0, 5, {"val_top1": 12.5})
+
+    def listed(*args: str) -> list[str]:
+        assert eca(["runs", *args]) == 0
+        return sorted(line.split()[0] for line in capsys.readouterr().out.splitlines()[2:])
+
+    assert listed() == ["run-0", "run-1", "run-2"]
+    assert listed("--status", "failed") == ["run-1", "run-2"]
+    assert listed("--status", "failed", "--model", "eca_resnet50") == ["run-2"]
+    assert len(listed("--limit", "1")) == 1
+    assert eca(["runs", "--show", "run-2"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["status"], shown["error"], shown["metrics"][0]["value"]) == ("failed", "boom", 12.5)
+    assert eca(["runs", "--show", "nope"]) == 1
+    assert "no run with id 'nope'" in capsys.readouterr().err

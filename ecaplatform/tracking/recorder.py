@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ecaplatform.jobspec import JobSpec
-from ecaplatform.tracking import provenance, records
-from ecaplatform.tracking.store import make_engine, writer_engine
+from ecaplatform.tracking import provenance, records, store
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ class RunRecorder(pl.Callback):
         self.command = command
         self.config = provenance.jsonable(config or {})
         self.job = job or JobSpec()
-        self.db_url = db_url or make_engine().url.render_as_string(hide_password=False)
+        self.db_url = db_url or store.db_url()  # fixed now: the whole run writes to one store
         self.wandb_logger = wandb_logger
         self._engine = None
         self._failed = False
@@ -82,7 +84,7 @@ class RunRecorder(pl.Callback):
     @property
     def engine(self):  # type: ignore[no-untyped-def]
         if self._engine is None:
-            self._engine = writer_engine(self.db_url)
+            self._engine = store.writer_engine(self.db_url)
         return self._engine
 
     def _model_name(self, pl_module: pl.LightningModule) -> str:
@@ -167,6 +169,39 @@ class RunRecorder(pl.Callback):
             **self._wandb_fields(),
         }
         records.start_run(self.engine, self.run_id, **fields)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Not earlier: Lightning installs its requeue handler after on_fit_start, and only where none exists.
+        if trainer.is_global_zero and self._started:
+            self._watch_slurm_requeue(trainer)
+
+    def _watch_slurm_requeue(self, trainer: pl.Trainer) -> None:
+        """Mark the run interrupted when SLURM's requeue signal arrives (preemption or the time limit).
+
+        Lightning's own handler (already installed) saves a checkpoint and runs `scontrol requeue`; SLURM then
+        kills this process without an exception we could see, so we chain a status update after that handler.
+        The requeued job has the same ECA_RUN_ID / SLURM job id and marks the same run running again.
+        """
+        environment = getattr(trainer.strategy, "cluster_environment", None)
+        if not isinstance(environment, SLURMEnvironment) or not environment.auto_requeue:
+            return
+        requeue_signal = environment.requeue_signal
+        if requeue_signal is None or threading.current_thread() is not threading.main_thread():
+            return
+        lightning_handler = signal.getsignal(requeue_signal)
+
+        def on_requeue(signum: int, frame: Any) -> None:
+            if callable(lightning_handler):
+                lightning_handler(signum, frame)
+            self._failed = True  # this process is about to be killed: its teardown must not report success
+            try:
+                records.finish_run(self.engine, self.run_id, "interrupted", error=(
+                    f"preempted at epoch {trainer.current_epoch}: requeued by SLURM (signal {signum}); "
+                    "the requeued job continues this run"))  # fmt: skip
+            except Exception as exc:  # never break Lightning's requeue
+                log.warning("could not mark run %s interrupted: %s", self.run_id, exc)
+
+        signal.signal(requeue_signal, on_requeue)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._begin(trainer, pl_module)
