@@ -8,6 +8,14 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+INHERITED_RUN_VARIABLES = (
+    "ECA_RUN_ID",
+    "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +27,6 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     # A suite run inside `eca submit` or a SLURM allocation must not continue that job's run record.
-    inherited = ("ECA_RUN_ID", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_NTASKS")
-    inherited += ("SLURM_PROCID",)
-    for name in inherited:
+    for name in INHERITED_RUN_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
