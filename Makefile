@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/eca submit jobs/demo_cpu.yaml
+	@echo; echo "== the recorded run (eca runs) and the paper's public claims (eca claims --public)"
+	$(BIN)/eca runs --limit 3
+	$(BIN)/eca claims --public
+	@echo; echo "next: make leaderboard, then open http://127.0.0.1:8501"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q

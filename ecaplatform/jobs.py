@@ -196,9 +196,18 @@ def sbatch_script(
     return "\n".join(lines)
 
 
-def _sbatch_environment() -> dict[str, str]:
-    # SLURM_* of an enclosing allocation must not leak into the new job (SLURM_CONF says where the cluster is).
-    return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+def _job_environment(*, for_sbatch: bool) -> dict[str, str]:
+    """The environment a job inherits from the process that submits it, less what belongs to that process.
+
+    WANDB_SERVICE names the submitter's own W&B service: a job that inherited it would log through that
+    service, and a requeued job would find its first attempt's never-finished W&B run "in use" there.
+    For sbatch, the SLURM_* of an enclosing allocation must not leak into the new job (SLURM_CONF, which says
+    where the cluster is, stays).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    if for_sbatch:
+        env = {k: v for k, v in env.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+    return env
 
 
 def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path, overrides: Sequence[str] = ()) -> str:
@@ -218,7 +227,7 @@ def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path, overrides: 
     upsert_run(engine, run_id, job_name=job.spec.name, claim_id=job.spec.claim, command=command,
                model_name=_model_name(job.config), status="queued", config=job.config)  # fmt: skip
     proc = subprocess.run(["sbatch", "--parsable", str(script_path)], capture_output=True, text=True,
-                          env=_sbatch_environment())  # fmt: skip
+                          env=_job_environment(for_sbatch=True))  # fmt: skip
     if proc.returncode != 0:
         finish_run(engine, run_id, "failed", error=f"sbatch failed: {proc.stderr.strip()}")
         raise JobFileError(f"sbatch {script_path} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -240,7 +249,7 @@ def local_command(job: Job, command: str, overrides: Sequence[str] = ()) -> list
 
 def run_local(job: Job, command: str, run_id: str, overrides: Sequence[str] = ()) -> int:
     """`eca <command> --config JOB` in a child process, its output streaming straight through."""
-    env = {**os.environ, "ECA_RUN_ID": run_id}
+    env = {**_job_environment(for_sbatch=False), "ECA_RUN_ID": run_id}
     return subprocess.run(local_command(job, command, overrides), env=env).returncode
 
 

@@ -46,7 +46,8 @@ def fake_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bin_dir.mkdir()
     marker = tmp_path / "sbatch-called"
     script = bin_dir / "sbatch"
-    script.write_text(f'#!/bin/sh\necho "$@" > {marker}\nenv | grep "^SLURM_" >> {marker}\necho "4242;cluster"\n')
+    inherited = "env | grep -E '^(SLURM_|WANDB_SERVICE)'"
+    script.write_text(f'#!/bin/sh\necho "$@" > {marker}\n{inherited} >> {marker}\necho "4242;cluster"\n')
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return marker
@@ -118,10 +119,13 @@ def test_slurm_submission_records_a_queued_run_with_its_job_id(
 ) -> None:
     monkeypatch.setenv("SLURM_JOB_ID", "999")  # as if submitted from inside another allocation
     monkeypatch.setenv("SLURM_NTASKS", "8")
+    # The submitter's own W&B service (set by any wandb.init in this process) must not be the job's.
+    monkeypatch.setenv("WANDB_SERVICE", "2-12345-unix-/tmp/wandb-service.sock")
     job = load_job(_write(tmp_path))
     assert submit_slurm(job, "fit", "RUN3", tmp_path / "logs") == "4242"
     call = fake_sbatch.read_text()
     assert call.startswith("--parsable ") and "SLURM_JOB_ID" not in call and "SLURM_NTASKS" not in call
+    assert "WANDB_SERVICE" not in call
     assert (tmp_path / "logs" / "eca-r50-RUN3.sbatch").is_file()
     with session_scope(writer_engine()) as session:
         run = session.get(Run, "RUN3")
