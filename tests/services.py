@@ -31,6 +31,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def postgres_bin_dir() -> Path | None:
     """The newest installed PostgreSQL server's bin directory, or None when none is installed."""
     candidates = sorted(glob.glob(POSTGRES_BIN_GLOB), key=lambda p: int(Path(p).parent.name))
@@ -223,12 +233,7 @@ class SlurmCluster:
                     break
                 time.sleep(1)
         for process in reversed(self.processes):  # slurmd, slurmctld, then munged
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from leaderboard_data import RunSpec, add_runs, create_store
-from services import free_port
+from services import free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO_ROOT / "artifacts"
@@ -80,12 +80,7 @@ def leaderboard_server(tmp_path: Path) -> Iterator[str]:
         _wait_healthy(base_url, server, log)
         yield base_url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
 
 
 @pytest.fixture
