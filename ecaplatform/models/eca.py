@@ -9,7 +9,7 @@ Three ways to pick k, because the paper and the released checkpoints disagree (s
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -71,6 +71,26 @@ class ECALayer(nn.Module):
         return f"k_size={self.k_size}"
 
 
+def _resolve_kernels(k_size: str | int | Sequence[int], channels: Sequence[int], released: Callable[[], list[int]],
+                     model: str, unit: str) -> list[int]:
+    """One kernel size per attention site (`channels` gives each site's channels); `released()` is the
+    released checkpoint's choice. `model` and `unit` only word the errors."""
+    if isinstance(k_size, str):
+        if k_size == "released":
+            return released()
+        if k_size == "adaptive":
+            return [adaptive_kernel_size(c) for c in channels]
+        raise ValueError(f"k_size={k_size!r} is not allowed; use 'released', 'adaptive', one odd int, "
+                         f"or a list of {len(channels)} odd ints (one per {unit})")
+    if isinstance(k_size, int) and not isinstance(k_size, bool):
+        return [check_kernel_size(k_size)] * len(channels)
+    kernels = list(k_size)
+    if len(kernels) != len(channels):
+        raise ValueError(f"k_size={kernels!r}: {model} needs {len(channels)} kernel sizes, one per {unit} "
+                         f"(or 'released', 'adaptive', one odd int)")
+    return [check_kernel_size(k) for k in kernels]
+
+
 def resolve_resnet_kernels(k_size: str | int | Sequence[int], depth: int,
                            stage_channels: Sequence[int]) -> list[int]:
     """One kernel size per ResNet stage.
@@ -78,23 +98,14 @@ def resolve_resnet_kernels(k_size: str | int | Sequence[int], depth: int,
     k_size: "released" (the released checkpoint's kernels for this depth), "adaptive" (the paper's formula on
     each stage's attention channels), one odd int for every stage, or a list of 4 odd ints.
     """
-    if isinstance(k_size, str):
-        if k_size == "released":
-            if depth not in RELEASED_RESNET_KERNELS:
-                raise ValueError(f"no released ECA kernels for ResNet-{depth}; known depths: "
-                                 f"{sorted(RELEASED_RESNET_KERNELS)}; pass k_size='adaptive' or 4 ints")
-            return list(RELEASED_RESNET_KERNELS[depth])
-        if k_size == "adaptive":
-            return [adaptive_kernel_size(c) for c in stage_channels]
-        raise ValueError(f"k_size={k_size!r} is not allowed; use 'released', 'adaptive', one odd int, "
-                         f"or a list of {len(stage_channels)} odd ints (one per stage)")
-    if isinstance(k_size, int) and not isinstance(k_size, bool):
-        return [check_kernel_size(k_size)] * len(stage_channels)
-    kernels = list(k_size)
-    if len(kernels) != len(stage_channels):
-        raise ValueError(f"k_size={kernels!r}: a ResNet needs {len(stage_channels)} kernel sizes, one per stage "
-                         f"(or 'released', 'adaptive', one odd int)")
-    return [check_kernel_size(k) for k in kernels]
+
+    def released() -> list[int]:
+        if depth not in RELEASED_RESNET_KERNELS:
+            raise ValueError(f"no released ECA kernels for ResNet-{depth}; known depths: "
+                             f"{sorted(RELEASED_RESNET_KERNELS)}; pass k_size='adaptive' or 4 ints")
+        return list(RELEASED_RESNET_KERNELS[depth])
+
+    return _resolve_kernels(k_size, stage_channels, released, model="a ResNet", unit="stage")
 
 
 def released_mobilenet_kernel(channels: int) -> int:
@@ -108,17 +119,5 @@ def resolve_mobilenet_kernels(k_size: str | int | Sequence[int], block_channels:
     k_size: "released" (k=1 if the block's output channels < 96 else 3), "adaptive" (the paper's formula on
     each block's output channels), one odd int for every block, or a list with one odd int per block.
     """
-    if isinstance(k_size, str):
-        if k_size == "released":
-            return [released_mobilenet_kernel(c) for c in block_channels]
-        if k_size == "adaptive":
-            return [adaptive_kernel_size(c) for c in block_channels]
-        raise ValueError(f"k_size={k_size!r} is not allowed; use 'released', 'adaptive', one odd int, "
-                         f"or a list of {len(block_channels)} odd ints (one per inverted-residual block)")
-    if isinstance(k_size, int) and not isinstance(k_size, bool):
-        return [check_kernel_size(k_size)] * len(block_channels)
-    kernels = list(k_size)
-    if len(kernels) != len(block_channels):
-        raise ValueError(f"k_size={kernels!r}: MobileNetV2 needs {len(block_channels)} kernel sizes, one per "
-                         f"inverted-residual block (or 'released', 'adaptive', one odd int)")
-    return [check_kernel_size(k) for k in kernels]
+    return _resolve_kernels(k_size, block_channels, lambda: [released_mobilenet_kernel(c) for c in block_channels],
+                            model="MobileNetV2", unit="inverted-residual block")
