@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ecaplatform.tracking.schema import Claim, EpochMetric, Result, Run
 from ecaplatform.tracking.store import make_engine
-from ecaplatform.tracking.verification import ClaimStatus, evaluate_claims, status_of
+from ecaplatform.tracking.verification import ClaimStatus, display_order, evaluate_claims, status_of
 
 
 @dataclass(frozen=True)
@@ -155,17 +155,12 @@ def _claim_row(status: ClaimStatus) -> ClaimRow:
     )
 
 
-def _display_order(claims: Sequence[Claim]) -> list[Claim]:
-    # The same order evaluate_claims uses on the store: the public four first, then by position.
-    return sorted(claims, key=lambda c: (not c.public, c.position or 0, c.id))
-
-
 def claims_board(engine: Engine | None, url: str) -> ClaimsBoard:
     """Every claim with its status. Without a store (or with an empty one) the YAML claims show as Unverified."""
     shown_url = display_url(url)
     if engine is None or not has_tables(engine):
         claims, source = yaml_claims()
-        rows = [_claim_row(status_of(claim, [])) for claim in _display_order(claims)]
+        rows = [_claim_row(status_of(claim, [])) for claim in display_order(claims)]
         state = STORE_MISSING if engine is None else STORE_UNINITIALISED
         return ClaimsBoard(store_state=state, store_url=shown_url, claims_source=source, rows=rows)
 
@@ -174,7 +169,7 @@ def claims_board(engine: Engine | None, url: str) -> ClaimsBoard:
         source = "store"
         if not statuses:  # tables exist but `eca claims` never loaded them: judge the YAML claims on the store
             claims, source = yaml_claims()
-            statuses = evaluate_claims(session, _display_order(claims))
+            statuses = evaluate_claims(session, display_order(claims))
         run_count = session.scalar(select(func.count()).select_from(Run)) or 0
         rows = [_claim_row(status) for status in statuses]
     return ClaimsBoard(store_state=STORE_OK, store_url=shown_url, claims_source=source, rows=rows, run_count=run_count)

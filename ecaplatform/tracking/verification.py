@@ -107,10 +107,16 @@ def status_of(
     )
 
 
+def display_order(claims: Iterable[Claim]) -> list[Claim]:
+    """The order claims are shown in everywhere: the public ones first, then by position and id."""
+    return sorted(claims, key=lambda c: (not c.public, c.position or 0, c.id))
+
+
 def evaluate_claims(session: Session, claims: Sequence[Claim] | None = None) -> list[ClaimStatus]:
-    """Every claim's status, in display order, with two queries whatever the number of runs."""
+    """Every claim's status (all of the store's claims, in display order, unless `claims` is given), with two
+    queries whatever the number of runs."""
     if claims is None:
-        claims = session.scalars(select(Claim).order_by(Claim.public.desc(), Claim.position, Claim.id)).all()
+        claims = display_order(session.scalars(select(Claim)))
     models = sorted({claim.model for claim in claims})
     if not models:
         return []
