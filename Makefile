@@ -19,14 +19,17 @@ demo: $(STAMP)
 	$(BIN)/eca claims --public
 	@echo; echo "next: make leaderboard, then open http://127.0.0.1:8501"
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest tests -q
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow and not slurm and not postgres and not browser and not gpu"
 
+# ruff, then the layer contracts in pyproject.toml [tool.importlinter] (no import circle; models without Lightning;
+# the leaderboard, store, claims and verification without torch).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 leaderboard: $(STAMP)
 	$(BIN)/eca leaderboard

@@ -1,21 +1,21 @@
 """`eca submit JOB.yaml`: check a job file, then run it locally or submit it to SLURM.
 
-A job YAML is a LightningCLI config plus a `job:` section (ecaplatform.jobspec.JobSpec). Everything is
-checked before anything runs or is submitted: the config against the same LightningCLI parser `eca fit` uses,
-the `job:` section's keys and types, the claim id, the data root, and that SLURM's task count matches
-`trainer.devices` (Lightning only detects a SLURM job when they agree).
+A job YAML is a LightningCLI config plus a `job:` section (ecaplatform.jobspec.JobSpec). Before anything runs or
+is submitted, the job is parsed in this process by the same LightningCLI that `eca fit` uses and its model and
+data module are built (lightning_cli.check_job), so `eca submit` rejects exactly what `eca fit` would reject
+before training, with the same one-line errors. Then the checks only a submission needs: the claim id, and that
+SLURM's task count matches `trainer.devices` (Lightning only detects a SLURM job when they agree).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,79 +35,60 @@ class JobFileError(ValueError):
 @dataclass
 class Job:
     path: Path
-    config: dict[str, Any]  # the whole YAML as written
+    config: dict[str, Any]  # the resolved config, as `eca <command> --config JOB --print_config` shows it
     spec: JobSpec
+    model_name: str
 
 
 # --- reading and checking a job file -----------------------------------------------------------------------------
 
 
-def _check_keys(section: Mapping[str, Any], cls: type, where: str) -> None:
-    """Reject keys the dataclass does not have (a typo must not silently fall back to a default)."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key, value in section.items():
-        if key not in fields:
-            raise JobFileError(f"{where}.{key}: unknown key; allowed: {', '.join(fields)}")
-        if key == "resources" and isinstance(value, Mapping):
-            _check_keys(value, Resources, f"{where}.resources")
+def override_value(overrides: Sequence[str], key: str) -> str | None:
+    """The value a command-line override gives `key` (`--job.command validate` or `--job.command=validate`)."""
+    value = None
+    for index, arg in enumerate(overrides):
+        if arg == f"--{key}" and index + 1 < len(overrides):
+            value = overrides[index + 1]
+        elif arg.startswith(f"--{key}="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
-def parse_job_section(section: Any, path: Path | str = "<job>") -> JobSpec:
-    """The `job:` section as a JobSpec, with unknown keys and wrong types reported by their dotted name."""
-    if section is None:
-        return JobSpec()
-    if not isinstance(section, Mapping):
-        raise JobFileError(f"{path}: job: must be a mapping of JobSpec fields, got {type(section).__name__}")
-    _check_keys(section, JobSpec, "job")
-    from jsonargparse import ArgumentParser
+def job_command(path: Path, overrides: Sequence[str] = ()) -> str:
+    """What the job says to run (`job.command`, through its `extends:` chain), before the full parse checks it."""
+    from ecaplatform.lightning_cli import CLIConfigError, config_chain
 
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--job", type=JobSpec)
+    if not path.is_file():
+        raise JobFileError(f"{path}: no such job file")
     try:
-        parsed = parser.parse_object({"job": dict(section)})
-    except Exception as exc:  # jsonargparse's ArgumentError names the key, e.g. "job.resources.nodes"
-        raise JobFileError(f"{path}: {exc}".replace("\n", " ")) from exc
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
-    return instantiate(parsed).job
+        chain = config_chain(path)
+    except CLIConfigError as err:
+        raise JobFileError(str(err)) from err
+    command = "fit"
+    for file in chain:
+        document = yaml.safe_load(file.read_text())
+        section = document.get("job") if isinstance(document, dict) else None
+        if isinstance(section, dict) and isinstance(section.get("command"), str):
+            command = section["command"]
+    return override_value(overrides, "job.command") or command
 
 
-def _section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """A config section's arguments, whether written flat or as class_path/init_args."""
-    node = config.get(name) or {}
-    if not isinstance(node, Mapping):
-        return {}
-    init_args = node.get("init_args")
-    flat = {k: v for k, v in node.items() if k != "init_args"}
-    return {**flat, **(init_args if isinstance(init_args, Mapping) else {})}
+def load_job(path: str | os.PathLike[str], command: str | None = None, overrides: Sequence[str] = ()) -> Job:
+    """Parse the job for `command` (default: the job's own) and build its model and data, as `eca fit` would."""
+    from ecaplatform.lightning_cli import USER_ERRORS, CLIConfigError, check_job, user_message
 
-
-def load_job(path: str | os.PathLike[str]) -> Job:
     path = Path(path)
     if not path.is_file():
         raise JobFileError(f"{path}: no such job file")
     try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise JobFileError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(config, dict):
-        raise JobFileError(f"{path}: expected a LightningCLI config (a mapping with model:, data:, trainer:, job:)")
-    return Job(path=path, config=config, spec=parse_job_section(config.get("job"), path))
+        checked = check_job(path, command or job_command(path, overrides), overrides)
+    except (*USER_ERRORS, CLIConfigError) as err:
+        raise JobFileError(f"{path}: {user_message(err)}") from err
+    return Job(path=path, config=checked.config, spec=checked.spec, model_name=checked.model_name)
 
 
-def override_value(overrides: Sequence[str], *keys: str) -> str | None:
-    """The value a command-line override gives one of `keys` (`--data.root /x` or `--data.root=/x`), if any."""
-    value = None
-    for index, arg in enumerate(overrides):
-        for key in keys:
-            if arg == f"--{key}" and index + 1 < len(overrides):
-                value = overrides[index + 1]
-            elif arg.startswith(f"--{key}="):
-                value = arg.split("=", 1)[1]
-    return value
-
-
-def check_job(job: Job, overrides: Sequence[str] = ()) -> None:
-    """The checks that need no LightningCLI: the claim, the data root, SLURM tasks vs trainer.devices."""
+def check_submission(job: Job) -> None:
+    """What only a submission needs on top of the parse: the claim id, SLURM tasks vs trainer.devices."""
     if job.spec.claim:
         from ecaplatform.tracking.claims import claim_ids
 
@@ -117,14 +98,9 @@ def check_job(job: Job, overrides: Sequence[str] = ()) -> None:
                 f"{job.path}: job.claim: {job.spec.claim!r} is not a claim id; known ids look like {known[0]!r} "
                 "(`eca claims --json` lists them all)"
             )
-    data = _section(job.config, "data")
-    for key in ("root", "data_dir", "data_root"):
-        value = override_value(overrides, f"data.init_args.{key}", f"data.{key}") or data.get(key)
-        if value is not None and not Path(str(value)).expanduser().is_dir():
-            raise JobFileError(f"{job.path}: data.init_args.{key}: {value} does not exist or is not a folder")
     if job.spec.launcher == "slurm":
-        devices = _section(job.config, "trainer").get("devices")
-        tasks = tasks_per_node(job.spec.resources)
+        trainer = job.config["trainer"]
+        devices, tasks = trainer.get("devices"), tasks_per_node(job.spec.resources)
         numeric = isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit())
         if numeric and int(devices) != tasks:
             field = "gpus_per_node" if job.spec.resources.gpus_per_node else "tasks_per_node"
@@ -132,7 +108,7 @@ def check_job(job: Job, overrides: Sequence[str] = ()) -> None:
                 f"{job.path}: trainer.devices is {devices} but SLURM would start {tasks} task(s) per node "
                 f"(job.resources.{field}); make them equal so Lightning runs one process per task"
             )
-        num_nodes = _section(job.config, "trainer").get("num_nodes", 1)
+        num_nodes = trainer.get("num_nodes") or 1
         if int(num_nodes) != job.spec.resources.nodes:
             raise JobFileError(
                 f"{job.path}: trainer.num_nodes is {num_nodes} but job.resources.nodes is {job.spec.resources.nodes}"
@@ -142,20 +118,6 @@ def check_job(job: Job, overrides: Sequence[str] = ()) -> None:
 def eca_command() -> list[str]:
     """How to run `eca` with this very interpreter (the job must use the same environment)."""
     return [sys.executable, "-m", "ecaplatform"]
-
-
-def check_config(path: Path, command: str, overrides: Sequence[str] = ()) -> None:
-    """Validate the config with the LightningCLI parser itself (`--print_config` parses, checks and exits)."""
-    # In a child process: the parse imports torch and Lightning, and --print_config ends with sys.exit.
-    proc = subprocess.run(
-        [*eca_command(), command, "--config", str(path), *overrides, "--print_config"], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        # jsonargparse prints the whole usage first; the part that names the bad key starts at "error:".
-        starts = [i for i, line in enumerate(lines) if line.startswith("error:") or ": error:" in line]
-        detail = "\n".join(lines[starts[-1] :] if starts else lines[-15:])
-        raise JobFileError(f"{path}: `eca {command} --config` rejects it:\n{detail}")
 
 
 # --- SLURM -------------------------------------------------------------------------------------------------------
@@ -212,8 +174,8 @@ def _job_environment(*, for_sbatch: bool) -> dict[str, str]:
 
 def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path, overrides: Sequence[str] = ()) -> str:
     """Record the run as queued, sbatch the script, and store the SLURM job id on the run. Returns the job id."""
-    from ecaplatform.tracking.records import finish_run, upsert_run
     from ecaplatform.tracking.store import writer_engine
+    from ecaplatform.tracking.writes import finish_run, upsert_run
 
     if shutil.which("sbatch") is None:
         raise JobFileError("sbatch not found: `launcher: slurm` needs a SLURM client on this machine")
@@ -225,7 +187,7 @@ def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path, overrides: 
     engine = writer_engine()
     # Queued before sbatch: the job may start (and mark itself running) before sbatch even returns.
     upsert_run(engine, run_id, job_name=job.spec.name, claim_id=job.spec.claim, command=command,
-               model_name=_model_name(job.config), status="queued", config=job.config)  # fmt: skip
+               model_name=job.model_name, status="queued", config=job.config)  # fmt: skip
     proc = subprocess.run(["sbatch", "--parsable", str(script_path)], capture_output=True, text=True,
                           env=_job_environment(for_sbatch=True))  # fmt: skip
     if proc.returncode != 0:
@@ -234,10 +196,6 @@ def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path, overrides: 
     slurm_id = proc.stdout.strip().split(";")[0]
     upsert_run(engine, run_id, slurm_job_id=slurm_id)
     return slurm_id
-
-
-def _model_name(config: Mapping[str, Any]) -> str:
-    return str(_section(config, "model").get("model_name") or "unknown")
 
 
 # --- the command -------------------------------------------------------------------------------------------------
@@ -269,13 +227,12 @@ def submit_main(argv: list[str]) -> int:
     from ecaplatform.tracking.provenance import new_run_id
 
     try:
-        job = load_job(args.job)
-        # JobSpec may carry the command (a verification job says validate); the command line wins.
-        args.command = args.command or job.spec.command
-        check_job(job, overrides)
-        check_config(job.path, args.command, overrides)
+        # The job may say what to run (a verification job says validate); the command line wins.
+        args.command = args.command or job_command(Path(args.job), overrides)
+        job = load_job(args.job, args.command, overrides)
+        check_submission(job)
     except JobFileError as exc:
-        print(f"eca submit: {exc}\nnothing was submitted", file=sys.stderr)
+        print(f"eca submit: {exc}; nothing was submitted", file=sys.stderr)
         return 2
     run_id = new_run_id()
     if job.spec.launcher == "slurm":

@@ -1,4 +1,4 @@
-"""`eca leaderboard`: start the Streamlit leaderboard (leaderboard/app.py) on the run store.
+"""`eca leaderboard`: start the Streamlit leaderboard (the installed `leaderboard` package's app.py) on the run store.
 
 The process becomes the Streamlit server (exec), so stopping `eca leaderboard` stops the server, with no orphan.
 Options Streamlit knows and this command does not (e.g. `--theme.base dark`) are passed on to `streamlit run`.
@@ -7,6 +7,7 @@ Options Streamlit knows and this command does not (e.g. `--theme.base dark`) are
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -16,7 +17,13 @@ from sqlalchemy.engine import make_url
 from ecaplatform.tracking.store import ENV_VAR, db_url
 
 DEFAULT_PORT = 8501
-APP_PATH = Path(__file__).resolve().parents[1] / "leaderboard" / "app.py"
+
+
+def app_path() -> Path | None:
+    """app.py of the installed `leaderboard` package, or None; found without importing it (nor Streamlit)."""
+    spec = importlib.util.find_spec("leaderboard")
+    app = Path(spec.origin).parent / "app.py" if spec is not None and spec.origin else None
+    return app if app is not None and app.is_file() else None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_command(port: int, address: str, extra: list[str] | None = None, app: Path = APP_PATH) -> list[str]:
+def build_command(app: Path, port: int, address: str, extra: list[str] | None = None) -> list[str]:
     """The `streamlit run` command line: headless, no usage statistics, no file watcher (nothing to reload),
     no developer toolbar (the audience reads results, it does not deploy apps)."""
     return [
@@ -55,16 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.port < 65536:
         print(f"eca leaderboard: --port {args.port} is not a TCP port (1-65535)", file=sys.stderr)
         return 2
-    if not APP_PATH.is_file():
-        print(
-            f"eca leaderboard: {APP_PATH} not found; the leaderboard runs from a checkout of the repository "
-            "(`pip install -e .` in it)",
-            file=sys.stderr,
-        )
+    app = app_path()
+    if app is None:
+        print("eca leaderboard: the `leaderboard` package is not installed; `pip install -e .` in a checkout of the "
+              "repository installs it", file=sys.stderr)  # fmt: skip
         return 2
     if args.db_url:
         os.environ[ENV_VAR] = args.db_url
-    command = build_command(args.port, args.address, extra)
+    command = build_command(app, args.port, args.address, extra)
     if args.dry_run:
         print(" ".join(command))
         return 0

@@ -1,12 +1,17 @@
 """`eca fit|validate|test --config jobs/X.yaml`: a LightningCLI for the ImageClassifier and our data modules.
 
-What it adds to Lightning's CLI:
+What it adds to Lightning's CLI, through its public hooks only:
 - a `job:` section (ecaplatform.jobspec.JobSpec; unknown keys are rejected, naming the key);
+- `extends: base.yaml` at the top of a job file: the job is read on top of that recipe (as if both were given to
+  `--config`, the base first), so a recipe's shared settings are written once;
+- `model.num_classes` comes from the data module (`link_arguments`);
 - checkpoints in a predictable place: runs/<job.name>/checkpoints/{last,best}.ckpt (best by val_top1), so
   `--ckpt_path last` resumes the job and `--ckpt_path best` validates its best epoch;
 - the tracking seam: `tracking_for_run(subcommand, config, job)` once per run, its callbacks and logger added;
 - `validate`/`test` refuse to score random weights (neither --ckpt_path nor --model.checkpoint);
-- errors about data, models and configs print one clear line and exit non-zero instead of a traceback.
+- a check mode (`check_job`) that parses a job and builds its model and data module exactly as a run would,
+  without building the Trainer or running anything: what `eca submit` checks before submitting;
+- errors about arguments, data, models and checkpoints print one line and exit non-zero, not a traceback.
 """
 
 from __future__ import annotations
@@ -14,74 +19,135 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonargparse import ArgumentError
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import CSVLogger
 
 from ecaplatform.classifier import ImageClassifier, ModelConfigError
 from ecaplatform.datamodules import ClassificationDataModule, DataError
 from ecaplatform.jobspec import JobSpec
+from ecaplatform.models import CheckpointError
 
 SUBCOMMANDS = ("fit", "validate", "test")
 DEFAULT_RUNS_DIR = "runs"
 LIGHTNING_CKPT_WORDS = (None, "last", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
+USER_ERRORS = (ArgumentError, DataError, ModelConfigError, CheckpointError)
+CHECKPOINT_DEFAULTS = {
+    "checkpoint.monitor": "val_top1",
+    "checkpoint.mode": "max",
+    "checkpoint.filename": "best",
+    "checkpoint.save_last": True,
+    "checkpoint.save_top_k": 1,
+    "checkpoint.enable_version_counter": False,
+}
 
 
 class CLIConfigError(ValueError):
     """A combination of options the CLI cannot run; the message says what to pass instead."""
 
 
-def _loggers_as_list(value: Any) -> list[Logger] | None:
-    """Trainer(logger=...) as a list; None when the config disabled logging with `logger: false`."""
-    if value is False:
-        return None
-    if value is None or value is True:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+# --- job files that extend a recipe -----------------------------------------------------------------------------
 
 
-class _ParsedOnly(Exception):
-    """Raised by a parse-only CLI once the config has parsed and passed the checks."""
+def config_chain(path: str | os.PathLike[str]) -> list[Path]:
+    """The config files a job file stands for, base recipes first: its `extends:` chain, then itself."""
+    chain: list[Path] = []
+    current: Path | None = Path(path)
+    while current is not None:
+        if current in chain:
+            raise CLIConfigError(f"{current}: `extends:` loops back to itself ({' -> '.join(map(str, chain))})")
+        chain.insert(0, current)
+        try:
+            document = yaml.safe_load(current.read_text())
+        except FileNotFoundError:
+            raise CLIConfigError(f"{current}: no such config file") from None
+        except yaml.YAMLError as err:
+            raise CLIConfigError(f"{current}: not valid YAML: {err}".replace("\n", " ")) from None
+        base = document.get("extends") if isinstance(document, dict) else None
+        current = (current.parent / base) if base else None
+    return chain
+
+
+def expand_config_args(args: Sequence[str]) -> list[str]:
+    """`--config JOB.yaml` -> `--config BASE.yaml --config JOB.yaml` for each `extends:` in JOB's chain."""
+    expanded: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--config" and index + 1 < len(args):
+            path, index = args[index + 1], index + 2
+        elif arg.startswith("--config="):
+            path, index = arg.split("=", 1)[1], index + 1
+        else:
+            expanded.append(arg)
+            index += 1
+            continue
+        for file in config_chain(path):
+            expanded += ["--config", str(file)]
+    return expanded
+
+
+def batch_size_of(batch: Any) -> int:
+    """Images in an (images, targets) batch, for ThroughputMonitor."""
+    return len(batch[1])
+
+
+@dataclass
+class CheckedJob:
+    """What `check_job` read: the job section, the resolved config (as --print_config shows it) and the model."""
+
+    spec: JobSpec
+    config: dict[str, Any]
+    model_name: str
+
+
+class _Checked(Exception):  # noqa: N818 - a signal, not an error: the check-only CLI stops with it
+    def __init__(self, checked: CheckedJob) -> None:
+        super().__init__("checked")
+        self.checked = checked
 
 
 class EcaLightningCLI(LightningCLI):
-    def __init__(self, args: list[str], parse_only: bool = False) -> None:
-        self.parse_only = parse_only
+    def __init__(self, args: list[str], check_only: bool = False) -> None:
+        self.check_only = check_only
         super().__init__(
             model_class=ImageClassifier,
             datamodule_class=ClassificationDataModule,
             subclass_mode_data=True,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
+            # Images/s over the last 20 steps, logged with the other step metrics (W&B, CSV).
+            trainer_defaults={"callbacks": [ThroughputMonitor(batch_size_fn=batch_size_of, window_size=20)]},
+            parser_kwargs={"exit_on_error": False},  # errors come back as exceptions: main() prints one line
             auto_configure_optimizers=False,
             args=args,
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--extends", type=str | None, default=None,
+                            help="a recipe YAML this job file is read on top of (relative to the job file)")
         parser.add_class_arguments(JobSpec, "job")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val_top1",
-                "checkpoint.mode": "max",
-                "checkpoint.filename": "best",
-                "checkpoint.save_last": True,
-                "checkpoint.save_top_k": 1,
-                "checkpoint.enable_version_counter": False,
-            }
-        )
+        # Built in instantiate_trainer, so that `trainer.enable_checkpointing: false` can leave it out.
+        parser.add_class_arguments(ModelCheckpoint, "checkpoint", instantiate=False)
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, expand_config_args(args) if isinstance(args, list) else args)
 
     # --- before anything is built: fill run-specific defaults, refuse what cannot work ----------------------------
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        job_name = config.job.name
         if config.trainer.default_root_dir is None:
-            config.trainer.default_root_dir = os.path.join(DEFAULT_RUNS_DIR, job_name)
+            config.trainer.default_root_dir = os.path.join(DEFAULT_RUNS_DIR, config.job.name)
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = os.path.join(config.trainer.default_root_dir, "checkpoints")
         ckpt_path = config.get("ckpt_path")
@@ -91,7 +157,7 @@ class EcaLightningCLI(LightningCLI):
             if not best.is_file():
                 raise CLIConfigError(f"--ckpt_path best: {best} does not exist; train first or give a path")
             config.ckpt_path = str(best)
-        elif ckpt_path not in LIGHTNING_CKPT_WORDS and not self.parse_only and not Path(ckpt_path).exists():
+        elif ckpt_path not in LIGHTNING_CKPT_WORDS and not Path(ckpt_path).exists():
             raise CLIConfigError(f"--ckpt_path {ckpt_path} does not exist; give a .ckpt file, 'last' or 'best'")
         if self.subcommand in ("validate", "test") and not ckpt_path and not config.model.checkpoint:
             raise CLIConfigError(
@@ -99,33 +165,46 @@ class EcaLightningCLI(LightningCLI):
                 "'last' or 'best') or --model.checkpoint (e.g. a released eca_resnet50_k3557.pth.tar); "
                 "it refuses to evaluate randomly initialised weights"
             )
-        if self.parse_only:
-            raise _ParsedOnly
 
     def resolved_config(self) -> dict[str, Any]:
-        """The subcommand's config as plain data, as --print_config shows it."""
-        parser = self._parser(self.subcommand)
-        return yaml.safe_load(parser.dump(self.config[self.subcommand], skip_none=False))
+        """The subcommand's config as plain data, as --print_config shows it, with the linked num_classes."""
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))[self.subcommand]
+        dumped["model"]["num_classes"] = self.model.hparams.num_classes
+        return dumped
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer | None:
+        """The Trainer with our checkpoint callback, the run's tracking and a CSV log under the run folder.
+
+        Check mode builds no Trainer: `eca submit` may run on a login node without the job's GPUs.
+        """
+        if self.check_only:
+            return None
         from ecaplatform.tracking.integration import tracking_for_run
 
-        job = self._get(self.config_init, "job")  # jsonargparse instantiates the dataclass (and Resources)
+        config = self.config_init[self.subcommand]
+        trainer = config.trainer
+        callbacks = list(trainer.callbacks or []) if isinstance(trainer.callbacks, list) else [trainer.callbacks]
+        callbacks = [c for c in callbacks if c is not None]
+        if trainer.enable_checkpointing is not False:  # Lightning refuses a ModelCheckpoint when it is False
+            callbacks.append(ModelCheckpoint(**config.checkpoint.as_dict()))
         try:
-            extra_callbacks, tracking_logger = tracking_for_run(self.subcommand, self.resolved_config(), job)
+            tracking_callbacks, tracking_logger = tracking_for_run(self.subcommand, self.resolved_config(), config.job)
         except ValueError as err:  # e.g. a job.claim that is not a claim id
             raise CLIConfigError(str(err)) from err
-        callbacks = [*callbacks, *extra_callbacks]
-        if config.get("enable_checkpointing") is False:  # Lightning refuses a ModelCheckpoint then
-            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-        loggers = _loggers_as_list(config.get("logger"))
-        if loggers is not None:
+        logger = trainer.logger
+        if logger is not False:
+            loggers = [] if logger in (None, True) else list(logger) if isinstance(logger, list) else [logger]
             if not loggers:  # the config asked for Lightning's default logger: a CSV one under the run folder
-                loggers.append(CSVLogger(save_dir=config["default_root_dir"], name="csv"))
+                loggers.append(CSVLogger(save_dir=trainer.default_root_dir, name="csv"))
             if tracking_logger is not None:
                 loggers.append(tracking_logger)
-            config["logger"] = loggers
-        return super()._instantiate_trainer(config, callbacks)
+            kwargs["logger"] = loggers
+        return super().instantiate_trainer(callbacks=[*callbacks, *tracking_callbacks], **kwargs)
+
+    def after_instantiate_classes(self) -> None:
+        if self.check_only:
+            config = self.resolved_config()
+            raise _Checked(CheckedJob(self.config_init[self.subcommand].job, config, config["model"]["model_name"]))
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -145,43 +224,64 @@ class EcaLightningCLI(LightningCLI):
             where = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
             if where is not None:
                 lines.append(f"  logs ({type(logger).__name__}): {os.path.abspath(where)}")
-        lines.append(f"  resume:      eca fit --config <this job> --ckpt_path {checkpoint.dirpath}/last.ckpt"
-                     if isinstance(checkpoint, ModelCheckpoint) else "")
-        print("\n".join(line for line in lines if line), flush=True)
+        if isinstance(checkpoint, ModelCheckpoint):
+            lines.append(f"  resume:      eca fit --config <this job> --ckpt_path {checkpoint.dirpath}/last.ckpt")
+        print("\n".join(lines), flush=True)
 
 
-def check_config(config_path: str, subcommand: str) -> None:
-    """Parse a job YAML for `subcommand` as `eca <subcommand> --config` would, without building anything.
+def check_job(config_path: str | os.PathLike[str], subcommand: str, overrides: Sequence[str] = ()) -> CheckedJob:
+    """Parse a job for `subcommand` and build its model and data module as `eca <subcommand>` would, then stop.
 
-    Raises SystemExit (bad or unknown keys; jsonargparse prints why) or CLIConfigError.
+    Raises one of USER_ERRORS or CLIConfigError with a message fit for one line (see `user_message`).
     """
     if subcommand not in SUBCOMMANDS:
         raise CLIConfigError(f"unknown subcommand {subcommand!r}; use one of {', '.join(SUBCOMMANDS)}")
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     try:
-        EcaLightningCLI(args=[subcommand, "--config", str(config_path)], parse_only=True)
-    except _ParsedOnly:
-        return
+        EcaLightningCLI(args=[subcommand, "--config", str(config_path), *overrides], check_only=True)
+    except _Checked as done:
+        return done.checked
+    except Exception as err:
+        raise (find_user_error(err) or err) from None
+    raise AssertionError("check_only CLI returned without checking")  # pragma: no cover
 
 
-def _user_message(err: BaseException) -> str:
-    """The useful line of an error; DataLoader workers wrap theirs in a traceback text."""
-    text = str(err)
-    if "Original Traceback" in text:
-        last = [line for line in text.strip().splitlines() if line.strip()][-1]
-        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last
-    return text
+def find_user_error(err: BaseException) -> BaseException | None:
+    """The error a user can act on: `err` itself or one it was raised from (jsonargparse wraps what a class
+    raises while it builds a data module in its own ValueError)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (*USER_ERRORS, CLIConfigError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: tuple[type[BaseException], ...] = (CLIConfigError, DataError, ModelConfigError)
-    try:
-        from ecaplatform.models import CheckpointError
-
-        errors += (CheckpointError,)
-    except ImportError:
-        pass
-    return errors
+def user_message(err: BaseException) -> str:
+    """One line saying what is wrong: jsonargparse's multi-line type errors and DataLoader workers' traceback
+    text reduced to the part that names the key or file."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if "Original Traceback" in str(err):  # a DataLoader worker's error: its last line holds the message
+        last = lines[-1]
+        head, _, tail = last.partition(": ")
+        return tail if tail and head.endswith("Error") else last
+    # jsonargparse: 'Parser key "k":' then, for a union, one "- ..." entry per type (None's is no help).
+    problems = []
+    for index, line in enumerate(lines):
+        if line.startswith("- ") and "NoneType" not in line:
+            problem = line[2:]
+            if problem.endswith(":") and index + 1 < len(lines):
+                problem = f"{problem} {lines[index + 1]}"
+            problems.append(problem)
+    given = next((line for line in lines if line.startswith("Given value:") and len(line) < 100), None)
+    if not problems and not given:
+        return " ".join(lines)
+    message = lines[0].rstrip(":")
+    if problems:
+        message += ": " + "; ".join(problems)
+    return f"{message}; {given[0].lower()}{given[1:]}" if given else message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,11 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
     try:
         EcaLightningCLI(args=args)
-    except SystemExit as exit_:  # argument errors, --help, --print_config
+    except SystemExit as exit_:  # --help, --print_config
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    except _user_errors() as err:
-        print(f"eca {args[0]}: error: {_user_message(err)}", file=sys.stderr)
-        return 1
+    except Exception as err:
+        found = find_user_error(err)
+        if found is None:
+            raise
+        print(f"eca {args[0]}: error: {user_message(found)}", file=sys.stderr)
+        return 2 if isinstance(found, ArgumentError) else 1  # 2: the command line or config, as argparse does
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The ECA-Net leaderboard: `eca leaderboard` (or `streamlit run leaderboard/app.py`).
+"""The ECA-Net leaderboard: `eca leaderboard` (or `streamlit run` on this file of the installed package).
 
 Pages: Claims (default), Runs, Run (one run: provenance, config, curves), Compare (ECA vs its baselines).
 The app only reads the run store ($ECA_DB_URL or the per-user SQLite file), through a read-only connection.
@@ -6,17 +6,9 @@ The app only reads the run store ($ECA_DB_URL or the per-user SQLite file), thro
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-# `streamlit run` puts this folder on sys.path, not the repository root that holds the `leaderboard` package.
-REPO_ROOT = str(Path(__file__).resolve().parents[1])
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-import streamlit as st  # noqa: E402
-
-from leaderboard import render  # noqa: E402
+from leaderboard import render
 
 st.set_page_config(page_title="ECA-Net leaderboard", page_icon=":trophy:", layout="wide")
 

@@ -8,6 +8,7 @@ the SQLite file does not exist yet) and never writes. Claim statuses come from
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,21 +20,11 @@ from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from ecaplatform.paper import paper_result
+from ecaplatform.tracking.claims import claims_file, read_claims
 from ecaplatform.tracking.schema import Claim, EpochMetric, Result, Run
 from ecaplatform.tracking.store import make_engine
 from ecaplatform.tracking.verification import ClaimStatus, display_order, evaluate_claims, status_of
-
-
-@dataclass(frozen=True)
-class PaperInfo:
-    title: str = "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks"
-    venue: str = "CVPR 2020"
-    arxiv_id: str = "1910.03151"
-    arxiv_url: str = "https://arxiv.org/abs/1910.03151"
-    code_url: str = "https://github.com/BangguWu/ECANet"
-
-
-PAPER = PaperInfo()
 
 # What the store can look like to the app.
 STORE_OK = "ok"
@@ -57,11 +48,8 @@ class ClaimRow:
     method: str
     model: str
     dataset: str
-    split: str
     metric: str
     claimed: float
-    tolerance: float
-    source: str
     public: bool
     status: str
     verified: float | None
@@ -112,9 +100,16 @@ def open_readonly(url: str) -> Engine | None:
     return make_engine(url, readonly=True)
 
 
+_engines_with_tables: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
 def has_tables(engine: Engine) -> bool:
-    names = set(inspect(engine).get_table_names())
-    return {Claim.__tablename__, Run.__tablename__, Result.__tablename__} <= names
+    """Whether the store has its tables. Only a yes is remembered: an empty store may be migrated at any time."""
+    if engine not in _engines_with_tables:
+        if not {Claim.__tablename__, Run.__tablename__, Result.__tablename__} <= set(inspect(engine).get_table_names()):
+            return False
+        _engines_with_tables.add(engine)
+    return True
 
 
 # ----------------------------------------------------------------------------------------------- claims
@@ -122,8 +117,6 @@ def has_tables(engine: Engine) -> bool:
 
 def yaml_claims() -> tuple[list[Claim], str]:
     """The paper's claims from the claims YAML, as transient Claim objects (no store), and where they came from."""
-    from ecaplatform.tracking.claims import claims_file, read_claims
-
     path = claims_file()
     return [Claim(**fields) for fields in read_claims(path)], str(path)
 
@@ -137,11 +130,8 @@ def _claim_row(status: ClaimStatus) -> ClaimRow:
         method=claim.method,
         model=claim.model,
         dataset=claim.dataset,
-        split=claim.split,
         metric=claim.metric,
         claimed=claim.claimed,
-        tolerance=claim.tolerance,
-        source=claim.source,
         public=bool(claim.public),
         status=status.status,
         verified=status.verified_value,
@@ -328,21 +318,12 @@ def run_detail(engine: Engine | None, run_id: str) -> RunDetail | None:
 
 
 def paper_model_info(model: str) -> dict[str, Any]:
-    """The paper's params/FLOPs/top-1 for a registered model from `ecaplatform.models`, or {} if unknown."""
-    try:
-        from ecaplatform.models import get_model_info
-    except ImportError:  # the models package is optional for the leaderboard
+    """The paper's params/FLOPs/top-1/top-5 for a model, from ecaplatform/paper.py (no torch), or {} if it has none."""
+    row = paper_result(model)
+    if row is None:
         return {}
-    try:
-        info = get_model_info(model)
-    except (KeyError, ValueError):
-        return {}
-    return {
-        "paper_params_m": info.paper_params_m,
-        "paper_flops_g": info.paper_flops_g,
-        "paper_top1": info.paper_top1,
-        "paper_top5": info.paper_top5,
-    }
+    return {"paper_params_m": row.params_m, "paper_flops_g": row.flops_g, "paper_top1": row.top1,
+            "paper_top5": row.top5}  # fmt: skip
 
 
 def compare_frame(board: ClaimsBoard) -> pd.DataFrame:

@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -18,11 +17,12 @@ from sqlalchemy import Engine
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
+from ecaplatform.leaderboard_launcher import app_path
 from ecaplatform.tracking.claims import sync_claims
 from ecaplatform.tracking.schema import Base, EpochMetric, Result, Run
 from ecaplatform.tracking.store import make_engine, session_scope
 
-APP = str(Path(__file__).resolve().parents[1] / "leaderboard" / "app.py")
+APP = str(app_path())  # the installed `leaderboard` package's, as `eca leaderboard` runs it
 IMAGENET_VAL_SIZE = 50_000
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
 

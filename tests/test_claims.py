@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
+from ecaplatform import paper
 from ecaplatform.cli import main as eca
 from ecaplatform.tracking.claims import ClaimsFileError, claims_file, read_claims, sync_claims
 from ecaplatform.tracking.schema import Claim
@@ -49,6 +51,18 @@ def test_every_claim_of_table_3_and_the_poster_is_there_with_a_registered_model(
         assert claim["tolerance"] == 0.10 and claim["source"]
 
 
+def test_every_claimed_value_and_label_is_the_papers(monkeypatch: pytest.MonkeyPatch) -> None:
+    claims = read_claims()
+    for claim in claims:
+        row = paper.RESULTS[claim["model"]]
+        assert claim["claimed"] == getattr(row, claim["metric"]), claim["id"]
+        assert (claim["backbone"], claim["method"], claim["source"]) == (row.backbone, row.method, row.source)
+    # One source: a number changed in ecaplatform/paper.py is the claim's number.
+    moved = dataclasses.replace(paper.RESULTS["eca_resnet50"], top1=80.0)
+    monkeypatch.setitem(paper.RESULTS, "eca_resnet50", moved)
+    assert next(c for c in read_claims() if c["id"] == "eca_resnet50-imagenet-top1")["claimed"] == 80.0
+
+
 def test_loading_twice_changes_nothing_and_edits_update_in_place(tmp_path: Path) -> None:
     engine = writer_engine()
     with session_scope(engine) as session:
@@ -58,7 +72,7 @@ def test_loading_twice_changes_nothing_and_edits_update_in_place(tmp_path: Path)
     assert (len(first.added), len(second.added), len(second.updated), len(second.unchanged)) == (42, 0, 0, 42)
 
     document = yaml.safe_load(claims_file().read_text())
-    document["claims"][2]["claimed"] = 77.50
+    document["claims"][2]["tolerance"] = 0.25
     del document["claims"][-1]
     edited = tmp_path / "claims.yaml"
     edited.write_text(yaml.safe_dump(document))
@@ -66,7 +80,7 @@ def test_loading_twice_changes_nothing_and_edits_update_in_place(tmp_path: Path)
         third = sync_claims(session, edited)
     assert third.updated == ["eca_resnet50-imagenet-top1"] and third.not_in_file == ["eca_resnet34-imagenet-top5"]
     with session_scope(engine) as session:
-        assert session.get(Claim, "eca_resnet50-imagenet-top1").claimed == 77.50
+        assert session.get(Claim, "eca_resnet50-imagenet-top1").tolerance == 0.25
         assert session.scalar(select(func.count()).select_from(Claim)) == 42  # removed from the file, kept in store
 
 
@@ -75,7 +89,9 @@ def test_loading_twice_changes_nothing_and_edits_update_in_place(tmp_path: Path)
     [
         (lambda c: c.update(toleranse=0.1), r"claim 'eca_resnet152-imagenet-top1': unknown field\(s\) \['toleranse'\]"),
         (lambda c: c.update(metric="top3"), r"metric 'top3' is not one of"),
-        (lambda c: c.update(claimed="high"), r"claimed must be a non-negative number"),
+        (lambda c: c.update(tolerance="high"), r"tolerance must be a non-negative number"),
+        (lambda c: c.update(claimed=78.92, source="x"), r"remove \['claimed', 'source'\]; .* ecaplatform/paper\.py"),
+        (lambda c: c.update(model="eca_resnet9", id="eca_resnet9-imagenet-top1"), r"'eca_resnet9' has no row in"),
         (lambda c: c.pop("model"), r"missing field\(s\) \['model'\]"),
         (lambda c: c.update(id="eca_resnet101-imagenet-top1"), r"duplicate id"),
     ],

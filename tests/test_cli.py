@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from ecaplatform.lightning_cli import check_config, main
+from ecaplatform.lightning_cli import main
 from ecaplatform.models import create_model
 from tests.conftest import REPO_ROOT
 from tests.image_folders import make_imagenet_folder
@@ -45,13 +45,45 @@ def released_style_checkpoint(path: Path, model_name: str, num_classes: int) -> 
 # --- parsing -----------------------------------------------------------------------------------------------------
 
 
+def printed_config(capsys: pytest.CaptureFixture, path: Path, command: str = "fit") -> dict:
+    """What `eca <command> --config PATH --print_config` shows: the config as the run would use it."""
+    capsys.readouterr()
+    assert main([command, "--config", str(path), "--print_config"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
 def test_print_config_shows_the_resolved_config_with_the_job(capsys: pytest.CaptureFixture) -> None:
-    assert main(["fit", "--config", str(DEMO), "--print_config"]) == 0
-    printed = yaml.safe_load(capsys.readouterr().out)
+    printed = printed_config(capsys, DEMO)
     assert printed["job"]["name"] == "demo_cpu"
-    assert printed["model"]["model_name"] == "eca_resnet18" and printed["model"]["num_classes"] == 10
+    assert printed["model"]["model_name"] == "eca_resnet18"
+    assert "num_classes" not in printed["model"]  # linked: it comes from the data module
     assert printed["data"]["class_path"] == "ecaplatform.datamodules.DigitsDataModule"
     assert printed["checkpoint"]["monitor"] == "val_top1" and printed["checkpoint"]["save_last"] is True
+
+
+def test_a_job_file_extends_its_recipe_and_overrides_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    printed = printed_config(capsys, JOBS / "eca_resnet50.yaml")
+    assert printed["extends"] == "recipes/resnet_imagenet.yaml"
+    assert (printed["job"]["name"], printed["job"]["resources"]["time"]) == ("eca_resnet50", "96:00:00")
+    assert printed["job"]["resources"]["gpus_per_node"] == 4  # from the shared imagenet_4gpu recipe
+    assert (printed["model"]["lr"], printed["data"]["init_args"]["batch_size"]) == (0.1, 256)
+    # A file of one's own on top of a repository job: only what it says changes.
+    mine = write_config(tmp_path / "mine.yaml", {"extends": str(JOBS / "eca_resnet50.yaml"),
+                                                 "model": {"lr": 0.2}, "job": {"name": "mine"}})  # fmt: skip
+    printed = printed_config(capsys, mine)
+    assert (printed["model"]["lr"], printed["model"]["model_name"], printed["job"]["name"]) == (
+        0.2, "eca_resnet50", "mine")  # fmt: skip
+    assert printed["job"]["claim"] == "eca_resnet50-imagenet-top1" and printed["trainer"]["max_epochs"] == 100
+
+
+def test_an_extends_loop_or_a_missing_base_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_config(tmp_path / "a.yaml", {"extends": "b.yaml"})
+    write_config(tmp_path / "b.yaml", {"extends": "a.yaml"})
+    assert main(["fit", "--config", str(tmp_path / "a.yaml")]) == 1
+    assert "`extends:` loops back" in capsys.readouterr().err
+    write_config(tmp_path / "c.yaml", {"extends": "gone.yaml"})
+    assert main(["fit", "--config", str(tmp_path / "c.yaml")]) == 1
+    assert "gone.yaml: no such config file" in capsys.readouterr().err
 
 
 def test_unknown_job_key_is_rejected_by_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -103,24 +135,16 @@ def test_usage_for_other_subcommands(capsys: pytest.CaptureFixture) -> None:
 # --- the job files -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_every_job_file_parses_for_its_commands() -> None:
-    for path in sorted(JOBS.glob("*.yaml")):
-        check_config(str(path), "fit")
-        if path.name.startswith("verify_"):
-            check_config(str(path), "validate")
-
-
-def test_recipe_jobs_follow_the_paper() -> None:
+def test_recipe_jobs_follow_the_paper(capsys: pytest.CaptureFixture) -> None:
     from ecaplatform.tracking.claims import claim_ids
 
     claims = set(claim_ids())
     expected = {"eca_resnet18", "eca_resnet34", "eca_resnet50", "eca_resnet101", "eca_resnet152", "eca_mobilenet_v2",
                 "resnet50", "se_resnet50", "mobilenet_v2"}  # fmt: skip
     for name in expected:
-        config = yaml.safe_load((JOBS / f"{name}.yaml").read_text())
+        config = printed_config(capsys, JOBS / f"{name}.yaml")
         model, data, trainer, job = config["model"], config["data"]["init_args"], config["trainer"], config["job"]
-        assert model["model_name"] == name and model["num_classes"] == 1000
+        assert model["model_name"] == name and config["data"]["class_path"].endswith("ImageNetDataModule")
         assert job["claim"] == f"{name}-imagenet-top1" and job["claim"] in claims
         assert job["launcher"] == "slurm" and job["resources"]["gpus_per_node"] == trainer["devices"]
         assert model["momentum"] == 0.9 and model["label_smoothing"] == 0.0
@@ -133,8 +157,9 @@ def test_recipe_jobs_follow_the_paper() -> None:
             assert trainer["max_epochs"] == 100
     released = ["eca_resnet18", "eca_resnet34", "eca_resnet50", "eca_resnet101", "eca_resnet152", "eca_mobilenet_v2"]
     for name in released:
-        config = yaml.safe_load((JOBS / f"verify_{name}.yaml").read_text())
+        config = printed_config(capsys, JOBS / f"verify_{name}.yaml", "validate")
         assert config["model"]["model_name"] == name and config["model"]["checkpoint"]
+        assert config["job"]["command"] == "validate" and config["trainer"]["precision"] == "32-true"
         assert config["job"]["claim"] == f"{name}-imagenet-top1" and config["job"]["claim"] in claims
 
 
@@ -147,7 +172,7 @@ def test_verify_command_scores_a_released_checkpoint_and_names_a_corrupt_image(
     root = make_imagenet_folder(tmp_path / "imagenet", classes=3, train_per_class=1, val_per_class=3, size=24)
     weights = released_style_checkpoint(tmp_path / "eca_resnet18_k3577.pth.tar", "eca_resnet18", num_classes=3)
     args = ["validate", "--config", str(JOBS / "verify_eca_resnet18.yaml"), "--model.checkpoint", str(weights),
-            "--data.root", str(root), "--model.num_classes", "3", "--data.init_args.image_size", "16",
+            "--data.root", str(root), "--data.init_args.image_size", "16",
             "--data.init_args.num_workers", "1", "--trainer.accelerator", "cpu", "--job.wandb_mode", "disabled",
             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
     assert main(args) == 0
@@ -198,6 +223,21 @@ def test_fit_resumes_from_last_checkpoint_at_the_right_epoch_and_step(tmp_path: 
     logged = [dict(zip(header, row.split(","), strict=True)) for row in rows[1:]]
     assert {(row["epoch"], row["step"]) for row in logged} == {("1", "3")}  # epoch 1 only, steps 2-3
     assert any(row["val_top1"] for row in logged) and any(row["train_loss"] for row in logged)
+
+
+@pytest.mark.slow
+def test_fit_logs_training_throughput(tmp_path: Path) -> None:
+    root = tmp_path / "speed"
+    args = ["fit", "--config", str(DEMO), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "22",
+            "--trainer.limit_val_batches", "0", "--trainer.log_every_n_steps", "1", "--data.init_args.image_size",
+            "16", "--job.wandb_mode", "disabled", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(root)]  # fmt: skip
+    assert main(args) == 0
+    rows = (root / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    rates = [float(row.split(",")[header.index("train/device/samples_per_sec")]) for row in rows[1:]
+             if row.split(",")[header.index("train/device/samples_per_sec")]]  # fmt: skip
+    assert rates and all(rate > 0 for rate in rates)
 
 
 @pytest.mark.slow

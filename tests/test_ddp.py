@@ -23,7 +23,7 @@ def validate(tmp_path: Path, name: str, root: Path, weights: Path, devices: int)
     """`eca validate` in a subprocess (Lightning's ddp launcher re-runs it per rank); its metrics and output."""
     run_dir = tmp_path / name
     args = [sys.executable, "-m", "ecaplatform", "validate", "--config", str(VERIFY_JOB),
-            "--model.checkpoint", str(weights), "--model.num_classes", str(len(VAL_PER_CLASS)),
+            "--model.checkpoint", str(weights),
             "--data.root", str(root), "--data.init_args.image_size", "16", "--data.init_args.num_workers", "0",
             # a global eval batch of 2 = 1 image per rank: the ranks run 6 and 5 batches
             "--data.init_args.batch_size", "2", "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),

@@ -7,17 +7,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from sqlalchemy import func, select
 
 from ecaplatform.cli import main as eca
-from ecaplatform.jobs import JobFileError, check_job, load_job, sbatch_script, submit_slurm
+from ecaplatform.jobs import JobFileError, check_submission, load_job, sbatch_script, submit_slurm
 from ecaplatform.tracking.schema import Run
 from ecaplatform.tracking.store import session_scope, writer_engine
+from tests.image_folders import make_imagenet_folder
 
 BASE: dict[str, Any] = {
     "seed_everything": 0,
-    "model": {"model_name": "eca_resnet50", "num_classes": 1000},
+    "model": {"model_name": "eca_resnet50"},
     "data": {"class_path": "ecaplatform.datamodules.ImageNetDataModule", "init_args": {"root": "DATA"}},
     "trainer": {"max_epochs": 100, "devices": 4, "num_nodes": 2, "accelerator": "gpu"},
     "job": {
@@ -30,8 +32,12 @@ BASE: dict[str, Any] = {
 }
 
 
+def tiny_imagenet(tmp_path: Path) -> Path:
+    return make_imagenet_folder(tmp_path / "imagenet", classes=3, train_per_class=1, val_per_class=1, size=16)
+
+
 def _write(tmp_path: Path, edit: Any = None) -> Path:
-    config = yaml.safe_load(yaml.safe_dump(BASE).replace("DATA", str(tmp_path)))
+    config = yaml.safe_load(yaml.safe_dump(BASE).replace("DATA", str(tiny_imagenet(tmp_path))))
     if edit:
         edit(config)
     path = tmp_path / "job.yaml"
@@ -55,7 +61,7 @@ def fake_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_sbatch_script_asks_for_the_jobs_resources(tmp_path: Path) -> None:
     job = load_job(_write(tmp_path))
-    check_job(job)
+    check_submission(job)
     script = sbatch_script(job, "fit", "RUN1", tmp_path / "logs", tmp_path)
     for directive in [
         "--job-name=eca-r50", "--nodes=2", "--ntasks-per-node=4", "--gres=gpu:4", "--cpus-per-task=8",
@@ -74,7 +80,7 @@ def test_cpu_job_runs_tasks_per_node_and_asks_for_no_gpu(tmp_path: Path) -> None
         config["trainer"].update(devices=2, num_nodes=1, accelerator="cpu")
 
     job = load_job(_write(tmp_path, cpu))
-    check_job(job)
+    check_submission(job)
     script = sbatch_script(job, "validate", "RUN2", tmp_path, tmp_path)
     assert "#SBATCH --ntasks-per-node=2\n" in script and "--gres" not in script and "--partition" not in script
     assert " validate --config " in script
@@ -83,12 +89,12 @@ def test_cpu_job_runs_tasks_per_node_and_asks_for_no_gpu(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda c: c["job"].update(resourcs={}), "job.resourcs: unknown key"),
-        (lambda c: c["job"]["resources"].update(gpus=4), "job.resources.gpus: unknown key"),
-        (lambda c: c["job"]["resources"].update(nodes="two"), 'job.resources.nodes'),
-        (lambda c: c["job"].update(launcher="pbs"), "job.launcher"),
+        (lambda c: c["job"].update(resourcs={"nodes": 2}), "does not accept option 'job.resourcs"),
+        (lambda c: c["job"]["resources"].update(gpus=4), "does not accept option 'job.resources.gpus'"),
+        (lambda c: c["job"]["resources"].update(nodes="two"), 'Parser key "job.resources.nodes"'),
+        (lambda c: c["job"].update(launcher="pbs"), 'Parser key "job.launcher"'),
         (lambda c: c["job"].update(claim="eca_resnet50-imagenet-top3"), "job.claim: 'eca_resnet50-imagenet-top3'"),
-        (lambda c: c["data"]["init_args"].update(root="/no/such/imagenet"), "data.init_args.root: /no/such/imagenet"),
+        (lambda c: c["data"]["init_args"].update(root="/no/such/imagenet"), "data root /no/such/imagenet does not"),
         (lambda c: c["trainer"].update(devices=2), "trainer.devices is 2 but SLURM would start 4 task(s)"),
         (lambda c: c["trainer"].update(num_nodes=1), "trainer.num_nodes is 1 but job.resources.nodes is 2"),
     ],
@@ -112,6 +118,8 @@ def test_missing_or_unparsable_job_file_is_named(tmp_path: Path, capsys: pytest.
     bad.write_text("model: [unclosed\n")
     with pytest.raises(JobFileError, match="not valid YAML"):
         load_job(bad)
+    assert eca(["submit", str(bad)]) == 2
+    assert "bad.yaml: not valid YAML" in capsys.readouterr().err
 
 
 def test_slurm_submission_records_a_queued_run_with_its_job_id(
@@ -137,7 +145,7 @@ def test_slurm_submission_records_a_queued_run_with_its_job_id(
 
 TINY_JOB: dict[str, Any] = {
     "seed_everything": 0,
-    "model": {"model_name": "eca_resnet18", "num_classes": 10, "lr": 0.05},
+    "model": {"model_name": "eca_resnet18", "lr": 0.05},
     "data": {"class_path": "ecaplatform.datamodules.DigitsDataModule",
              "init_args": {"batch_size": 90, "image_size": 16}},  # fmt: skip
     "trainer": {"max_epochs": 1, "limit_train_batches": 2, "accelerator": "cpu", "devices": 1,
@@ -146,15 +154,23 @@ TINY_JOB: dict[str, Any] = {
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (lambda c: c["trainer"].update(max_epoch=1), "'trainer' does not accept option 'max_epoch'"),
-        (lambda c: c["model"].update(lr="fast"), 'Parser key "model.lr"'),
-    ],
-)
-def test_config_errors_are_caught_by_the_lightning_parser_before_submitting(
+FAULTS = [
+    (lambda c: c["model"].update(model_name="eca_resnet51"), "unknown model 'eca_resnet51'"),
+    (lambda c: c["model"].update(model_kwargs={"k_size": 4}), "must be a positive odd integer (1, 3, 5, ...), got 4"),
+    (lambda c: c["model"].update(model_kwargs={"k_size": [3, 5]}), "needs 4 kernel sizes, one per stage"),
+    (lambda c: c["model"].update(lr=-1), "model.lr must be positive, got -1"),
+    (lambda c: c["model"].update(lr=0), "model.lr must be positive, got 0"),
+    (lambda c: c["data"]["init_args"].update(batch_size=0), "data.batch_size is a global batch size and must be at"),
+    (lambda c: c["trainer"].update(max_epoch=1), "does not accept option 'trainer.max_epoch'"),
+    (lambda c: c["model"].update(learning_rate=0.1), "does not accept option 'model.learning_rate'"),
+    (lambda c: c["job"].update(gpus=1), "does not accept option 'job.gpus'"),
+    (lambda c: c["model"].update(lr="fast"), 'Parser key "model.lr"'),
+    (lambda c: c["trainer"].update(max_epochs="many"), 'Parser key "trainer.max_epochs"'),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), FAULTS)
+def test_dry_run_rejects_what_fit_rejects_in_one_line(
     tmp_path: Path, fake_sbatch: Path, capsys: pytest.CaptureFixture[str], edit: Any, message: str
 ) -> None:
     config = yaml.safe_load(yaml.safe_dump(TINY_JOB))
@@ -162,9 +178,16 @@ def test_config_errors_are_caught_by_the_lightning_parser_before_submitting(
     config["job"].update(launcher="slurm", resources={"tasks_per_node": 1})
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert eca(["submit", str(path)]) == 2
-    assert message in capsys.readouterr().err
+    for argv in (["submit", str(path), "--dry-run"], ["submit", str(path)]):
+        assert eca(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err  # one line, naming the fault
+        assert err.startswith(f"eca submit: {path}: ") and err.endswith("nothing was submitted\n")
     assert not fake_sbatch.exists()
+    # `eca fit` rejects the same job with the same words, before any training starts.
+    assert eca(["fit", "--config", str(path)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and err[-1].startswith("eca fit: error: ")
 
 
 @pytest.mark.slow
@@ -198,18 +221,29 @@ def test_local_submit_records_the_run_then_a_verification_run(
 
 
 def test_a_data_root_given_on_the_command_line_is_the_one_checked(tmp_path: Path) -> None:
-    job = load_job(_write(tmp_path, lambda c: c["data"]["init_args"].update(root="/no/such/imagenet")))
-    check_job(job, ["--data.init_args.root", str(tmp_path)])
-    check_job(job, [f"--data.root={tmp_path}"])
-    with pytest.raises(JobFileError, match="data.init_args.root: /elsewhere does not exist"):
-        check_job(load_job(_write(tmp_path)), ["--data.init_args.root", "/elsewhere"])
+    path = _write(tmp_path, lambda c: c["data"]["init_args"].update(root="/no/such/imagenet"))
+    root = tmp_path / "imagenet"
+    load_job(path, overrides=["--data.init_args.root", str(root)])
+    load_job(path, overrides=[f"--data.root={root}"])
+    with pytest.raises(JobFileError, match="data root /elsewhere does not exist"):
+        load_job(_write(tmp_path), overrides=["--data.init_args.root", "/elsewhere"])
 
 
-def test_the_repositorys_job_files_pass_every_check_but_the_absent_imagenet() -> None:
-    repo = Path(__file__).resolve().parents[1]
-    for path in sorted((repo / "jobs").glob("*.yaml")):
-        job = load_job(path)
-        try:
-            check_job(job)
-        except JobFileError as exc:  # ImageNet is not on this machine; nothing else may be wrong
-            assert "data.init_args.root" in str(exc), exc
+JOB_FILES = sorted((Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", JOB_FILES, ids=[p.stem for p in JOB_FILES])
+def test_every_job_file_of_the_repository_passes_every_check(tmp_path: Path, path: Path) -> None:
+    """Each job as `eca submit` reads it, with ImageNet replaced by a tiny folder of the same layout; a
+    verification job scores a (weights-only) checkpoint instead of the released file that is not here."""
+    overrides = [] if path.stem == "demo_cpu" else ["--data.init_args.root", str(tiny_imagenet(tmp_path))]
+    if path.name.startswith("verify_"):
+        dummy = tmp_path / "dummy.ckpt"
+        torch.save({}, dummy)
+        overrides += ["--model.checkpoint", "null", "--ckpt_path", str(dummy)]
+    job = load_job(path, overrides=overrides)
+    check_submission(job)
+    assert job.spec.name == path.stem
+    assert job.model_name in job.spec.name or path.stem == "demo_cpu"  # the demo trains eca_resnet18
+    assert job.spec.command == ("validate" if path.name.startswith("verify_") else "fit")

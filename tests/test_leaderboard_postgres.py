@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from leaderboard_data import RunSpec, add_runs, chart_data, claim_rows, clear_app_caches, create_store, run_app
 from services import fresh_postgres_url, postgres_server  # noqa: F401  (fixtures)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from leaderboard import queries  # noqa: E402
+from leaderboard import queries
 
 pytestmark = pytest.mark.postgres
 

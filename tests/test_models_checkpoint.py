@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ecaplatform.models import CheckpointError, create_model, load_official_checkpoint
+from ecaplatform.models import CheckpointError, MobileNetV2, create_model, infer_architecture, load_official_checkpoint
 
 
 def _save_official(model: torch.nn.Module, path: Path, arch: str = "se_resnet50") -> Path:
@@ -97,6 +97,18 @@ def test_se_reduction_other_than_the_default_is_inferred(tmp_path: Path) -> None
     model = create_model("se_resnet18", num_classes=3, se_reduction=4)
     loaded = load_official_checkpoint(_save_official(model, tmp_path / "se.pth"))
     assert loaded.layer1[0].se.fc[0].weight.shape == (16, 64)
+
+
+def test_infer_architecture_names_the_model_and_its_arguments() -> None:
+    spec = infer_architecture(create_model("se_resnet34", num_classes=7, se_reduction=4).state_dict())
+    assert (spec.name, spec.num_classes, spec.kwargs) == ("se_resnet34", 7, {"se_reduction": 4})
+    assert str(spec) == "se_resnet34(num_classes=7, se_reduction=4)"
+
+
+def test_an_architecture_no_registered_model_has_is_reported(tmp_path: Path) -> None:
+    torch.save(MobileNetV2(num_classes=5, attention="cbam").state_dict(), tmp_path / "cbam.pt")
+    with pytest.raises(CheckpointError, match="attention='cbam'.*not a registered model; known models"):
+        load_official_checkpoint(tmp_path / "cbam.pt")
 
 
 def test_create_model_with_checkpoint_loads_strictly(tmp_path: Path) -> None:

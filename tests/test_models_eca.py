@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from ecaplatform.models import ECALayer, adaptive_kernel_size
-from ecaplatform.models.eca import resolve_mobilenet_kernels, resolve_resnet_kernels
+from ecaplatform.models.mobilenetv2 import resolve_mobilenet_kernels
+from ecaplatform.models.resnet import resolve_resnet_kernels
 
 
 @pytest.mark.parametrize(("channels", "k"), [(16, 3), (32, 3), (64, 3), (96, 3), (128, 5), (256, 5), (512, 5),

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from ecaplatform.models import ECALayer, ModelInfo, create_model, get_model_info, list_models
+from ecaplatform.models.registry import find_model
+from ecaplatform.paper import RESULTS
 
 REQUIRED = [
     *(f"{prefix}resnet{d}" for prefix in ("", "se_", "eca_") for d in (18, 34, 50, 101, 152)),
@@ -45,6 +47,22 @@ def test_paper_metadata() -> None:
     assert mb.paper_flops_g == pytest.approx(319.9 / 1024)
     assert get_model_info("resnet18").paper_flops_g is None  # the paper prints no FLOPs for R-18
     assert get_model_info("cbam_resnet152").paper_top1 is None
+
+
+def test_paper_numbers_come_from_ecaplatform_paper_alone() -> None:
+    assert set(RESULTS) <= set(list_models())
+    for name in list_models():
+        info, paper = get_model_info(name), RESULTS.get(name)
+        assert (info.paper_top1, info.paper_top5, info.paper_params_m, info.paper_flops_g,
+                info.released_checkpoint) == ((paper.top1, paper.top5, paper.params_m, paper.flops_g,
+                                               paper.released_checkpoint) if paper else (None,) * 5)
+
+
+def test_find_model_names_the_registered_model() -> None:
+    assert find_model("resnet", 50, "eca") == "eca_resnet50"
+    assert find_model("resnet", 18, "none") == "resnet18"
+    assert find_model("mobilenet_v2", None, "se") == "se_mobilenet_v2"
+    assert find_model("mobilenet_v2", None, "cbam") is None
 
 
 def test_unknown_name_lists_the_known_ones() -> None:

@@ -13,9 +13,9 @@ from sqlalchemy import select
 from ecaplatform.jobspec import JobSpec
 from ecaplatform.tracking.integration import tracking_for_run, wandb_mode
 from ecaplatform.tracking.provenance import file_sha256
-from ecaplatform.tracking.records import upsert_run
 from ecaplatform.tracking.schema import EpochMetric, Result, Run
 from ecaplatform.tracking.store import session_scope, writer_engine
+from ecaplatform.tracking.writes import upsert_run
 
 
 @pytest.fixture(autouse=True)

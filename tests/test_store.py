@@ -14,7 +14,6 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from ecaplatform.cli import main as eca
-from ecaplatform.tracking.records import add_result, finish_run, record_epoch_metrics, start_run
 from ecaplatform.tracking.schema import Base, EpochMetric, Result, Run
 from ecaplatform.tracking.store import (
     current_revision,
@@ -23,6 +22,7 @@ from ecaplatform.tracking.store import (
     session_scope,
     writer_engine,
 )
+from ecaplatform.tracking.writes import add_result, finish_run, record_epoch_metrics, start_run, upsert_run
 
 TABLES = {"claims", "runs", "epoch_metrics", "results", "alembic_version"}
 
@@ -66,6 +66,24 @@ def test_run_metrics_and_results_round_trip(store_url: str) -> None:
         assert values == {(0, "train_loss"): 2.0, (0, "val_top1"): 51.0, (1, "train_loss"): 1.0, (1, "val_top1"): 60.0}
         [result] = run.results
         assert (result.top1, result.samples_evaluated, result.fingerprint["num_samples"]) == (60.0, 360, 360)
+    engine.dispose()
+
+
+def test_a_queued_run_is_updated_started_restarted_and_finished_in_place(store_url: str) -> None:
+    engine = writer_engine(store_url)
+    upsert_run(engine, "r1", job_name="q", command="fit", model_name="m", status="queued", slurm_job_id="42")
+    upsert_run(engine, "r1", slurm_job_id="43")  # only the fields given change
+    finish_run(engine, "r1", "interrupted", error="preempted")
+    start_run(engine, "r1", job_name="q", command="fit", model_name="m", slurm_job_id=None, host="node1")
+    with session_scope(engine) as session:
+        run = session.get(Run, "r1")
+        assert (run.status, run.error, run.ended_at, run.slurm_job_id) == ("running", None, None, "43")
+        first_start = run.started_at
+    start_run(engine, "r1", host="node2")  # a requeued job: same run, first start kept
+    with session_scope(engine) as session:
+        assert (session.get(Run, "r1").started_at, session.get(Run, "r1").host) == (first_start, "node2")
+    with pytest.raises(LookupError, match="'nope' is not in the store"):
+        finish_run(engine, "nope", "failed")
     engine.dispose()
 
 

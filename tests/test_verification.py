@@ -11,9 +11,9 @@ import pytest
 
 from ecaplatform.cli import main as eca
 from ecaplatform.tracking.claims import ensure_claims
-from ecaplatform.tracking.records import add_result, finish_run, start_run
 from ecaplatform.tracking.store import session_scope, writer_engine
 from ecaplatform.tracking.verification import NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED, evaluate_claims
+from ecaplatform.tracking.writes import add_result, finish_run, start_run
 
 CLAIM = "eca_resnet50-imagenet-top1"  # claimed 77.48, tolerance 0.10
 FULL_VAL = {"dataset": "imagenet", "split": "val", "num_samples": 50000, "num_classes": 1000, "hash": "f" * 64}

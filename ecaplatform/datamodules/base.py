@@ -89,6 +89,11 @@ class ClassificationDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value is not None and value < 1:
+                raise DataError(f"data.{name} is a global batch size and must be at least 1, got {value}")
+        if num_workers is not None and num_workers < 0:
+            raise DataError(f"data.num_workers must be zero or more, got {num_workers}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -172,7 +173,8 @@ class ImageNetDataModule(ClassificationDataModule):
         if split not in self._indices:
             if not self.root.is_dir():
                 raise DataError(f"data root {self.root} does not exist or is not a folder; {LAYOUT_HINT}")
-            rank = self.trainer.global_rank if self.trainer is not None else 0
+            # Before the Trainer exists (the CLI reads num_classes at instantiation) the launcher's rank is known.
+            rank = self.trainer.global_rank if self.trainer is not None else rank_zero_only.rank
             self._indices[split] = scan_split(self.root / split, show_progress=self.show_progress and rank == 0)
             self._check_same_classes()
         return self._indices[split]

@@ -3,13 +3,13 @@ a registry carrying the paper's numbers, and safe loading of the released checkp
 
 from __future__ import annotations
 
-from . import mobilenetv2, resnet  # noqa: F401  (importing them registers their models)
 from .attention import CBAM, SELayer, make_attention
-from .checkpoint import CheckpointError, extract_state_dict, infer_architecture, load_official_checkpoint
-from .eca import RELEASED_RESNET_KERNELS, ECALayer, adaptive_kernel_size
+from .checkpoint import CheckpointError, extract_state_dict, infer_architecture
+from .eca import ECALayer, adaptive_kernel_size
+from .factory import create_model, load_official_checkpoint  # importing it registers every model family
 from .mobilenetv2 import MobileNetV2
-from .registry import ModelInfo, create_model, get_model_info, list_models, register_model
-from .resnet import ResNet
+from .registry import ModelInfo, get_model_info, list_models, register_model
+from .resnet import RELEASED_RESNET_KERNELS, ResNet
 
 __all__ = [
     "CBAM",

@@ -4,20 +4,23 @@ A released file (e.g. eca_resnet50_k3557.pth.tar) is a plain torch.save dict {ep
 best_prec1, optimizer} whose state_dict keys carry DataParallel's `module.` prefix. Its `arch` field can be
 wrong, so the architecture, attention kind, ECA kernels, SE ratio and class count are all worked out from the
 tensor names and shapes. Files are read with torch.load(weights_only=True): a pickle that would run code is
-refused before anything in it runs.
+refused before anything in it runs. Everything here acts on a state dict or on a model it is given: building
+models is factory.py's job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .registry import create_model
+from .registry import find_model, list_models
 from .resnet import RESNET_LAYOUTS
 
 # DataParallel / DistributedDataParallel wrap the model as `module`, torch.compile as `_orig_mod`.
@@ -80,6 +83,11 @@ def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, tor
     return tensors
 
 
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model's tensors from a checkpoint file (read_checkpoint, then extract_state_dict)."""
+    return extract_state_dict(read_checkpoint(path), str(path))
+
+
 def compare_state_dicts(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str | None:
     """None if keys and shapes agree, else a message naming the first differing key and both shapes."""
     for key, tensor in expected.items():
@@ -104,16 +112,13 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
 
 
 def load_checkpoint_into(model: nn.Module, path: str | Path, model_name: str = "the model") -> nn.Module:
-    """Load a checkpoint file into an existing model strictly (used by create_model(name, checkpoint=...))."""
-    state_dict = extract_state_dict(read_checkpoint(path), str(path))
+    """Load a checkpoint file into a given model strictly; on a mismatch, the error also names the architecture
+    the checkpoint itself holds and the arguments that would build it."""
+    state_dict = read_state_dict(path)
     hint = ""
-    try:
-        arch = infer_architecture(state_dict)
-        args = ", ".join(f"{k}={v!r}" for k, v in {"num_classes": arch["num_classes"], **arch["kwargs"]}.items())
-        hint = (f" The checkpoint holds {arch['name']}({args}): create it with those arguments, or let "
+    with contextlib.suppress(CheckpointError):  # an unreadable architecture still gets the key error, unhinted
+        hint = (f" The checkpoint holds {infer_architecture(state_dict)}: create it with those arguments, or let "
                 f"load_official_checkpoint({str(path)!r}) work them out.")
-    except CheckpointError:
-        pass
     load_state_dict_strict(model, state_dict, f"checkpoint {str(path)!r} for {model_name}", hint)
     return model
 
@@ -144,11 +149,23 @@ def _se_reduction(sd: Mapping[str, torch.Tensor], attention: str, default: int) 
     return None if reduction == default else reduction
 
 
-def infer_architecture(sd: Mapping[str, torch.Tensor]) -> dict:
-    """{'name': registered model name, 'kwargs': constructor kwargs} worked out from tensor names and shapes."""
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """What a state dict holds: create_model(name, num_classes=num_classes, **kwargs) builds a model it fits."""
+
+    name: str
+    num_classes: int
+    kwargs: dict[str, object]
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in {"num_classes": self.num_classes, **self.kwargs}.items())
+        return f"{self.name}({args})"
+
+
+def infer_architecture(sd: Mapping[str, torch.Tensor]) -> ArchitectureSpec:
+    """The registered model, class count and constructor kwargs, worked out from tensor names and shapes."""
     keys = list(sd)
     attention = _attention_kind(keys)
-    prefix = {"none": "", "se": "se_", "cbam": "cbam_", "eca": "eca_"}[attention]
     kwargs: dict[str, object] = {}
     if "conv1.weight" in sd and "layer1.0.conv1.weight" in sd and "fc.weight" in sd:
         block = "bottleneck" if "layer1.0.conv3.weight" in sd else "basic"
@@ -166,7 +183,7 @@ def infer_architecture(sd: Mapping[str, torch.Tensor]) -> dict:
                                           f"only one kernel per stage is supported")
                 kernels.append(int(ks.pop()))
             kwargs["k_size"] = kernels
-        name, num_classes = f"{prefix}resnet{depth}", sd["fc.weight"].shape[0]
+        family, num_classes = "resnet", sd["fc.weight"].shape[0]
     elif "features.0.0.weight" in sd and "classifier.1.weight" in sd:
         if attention == "eca":
             blocks = _block_indices(keys, "features.")
@@ -176,27 +193,17 @@ def infer_architecture(sd: Mapping[str, torch.Tensor]) -> dict:
                 if eca:
                     kernels.append(int(eca[0].shape[-1]))
             kwargs["k_size"] = kernels
-        name, num_classes = f"{prefix}mobilenet_v2", sd["classifier.1.weight"].shape[0]
+        family, depth, num_classes = "mobilenet_v2", None, sd["classifier.1.weight"].shape[0]
     else:
         raise CheckpointError("cannot tell the architecture: expected ResNet keys (conv1.weight, "
                               "layer1.0.conv1.weight, fc.weight) or MobileNetV2 keys (features.0.0.weight, "
                               f"classifier.1.weight); first keys found: {keys[:5]}")
-    default_r = 8 if name.endswith("mobilenet_v2") else 16
-    reduction = _se_reduction(sd, attention, default_r)
+    name = find_model(family, depth, attention)
+    if name is None:
+        raise CheckpointError(f"the checkpoint holds a {family} (depth={depth}, attention={attention!r}), which is "
+                              f"not a registered model; known models: {', '.join(list_models())}")
+    # Only a ratio other than the family's constructor default (MobileNetV2 8, ResNet 16) becomes a kwarg.
+    reduction = _se_reduction(sd, attention, 8 if family == "mobilenet_v2" else 16)
     if reduction is not None:
         kwargs["se_reduction"] = reduction
-    return {"name": name, "num_classes": int(num_classes), "kwargs": kwargs}
-
-
-def load_official_checkpoint(path: str | Path) -> nn.Module:
-    """Build the model a checkpoint file holds and load it strictly; the model is returned in eval mode.
-
-    Reads released ECA-Net files ({'state_dict': ...} with `module.` prefixes), bare state_dicts and our
-    Lightning checkpoints (`model.` prefixes). The `arch` field is ignored: architecture, attention, ECA
-    kernels per stage/block, SE ratio and number of classes come from the tensors themselves.
-    """
-    state_dict = extract_state_dict(read_checkpoint(path), str(path))
-    arch = infer_architecture(state_dict)
-    model = create_model(arch["name"], num_classes=arch["num_classes"], **arch["kwargs"])
-    load_state_dict_strict(model, state_dict, f"checkpoint {str(path)!r} (read as {arch['name']})")
-    return model.eval()
+    return ArchitectureSpec(name, int(num_classes), kwargs)

@@ -1,9 +1,11 @@
 """The ECA layer (Efficient Channel Attention) and the rules that choose its 1-D kernel size.
 
-Three ways to pick k, because the paper and the released checkpoints disagree (see PAPER.md):
+Three ways to pick k, because the paper and the released checkpoints disagree (README "Models"; the released
+files are named in ecaplatform/paper.py):
 - "adaptive": the paper's Eq. 12, k = |log2(C)/gamma + b/gamma|_odd (gamma=2, b=1);
-- "released": the fixed per-stage kernels of the released checkpoints (named in their file names);
+- "released": the released checkpoints' fixed kernels, which each model family holds (resnet.py, mobilenetv2.py);
 - explicit odd integers.
+Nothing here knows a model family, so any network can put ECA layers wherever it likes.
 """
 
 from __future__ import annotations
@@ -13,17 +15,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-
-# Per-stage kernels (layer1..layer4) of the released ResNet checkpoints, e.g. eca_resnet50_k3557.pth.tar.
-RELEASED_RESNET_KERNELS: dict[int, tuple[int, int, int, int]] = {
-    18: (3, 5, 7, 7),
-    34: (3, 3, 5, 7),
-    50: (3, 5, 5, 7),
-    101: (3, 3, 5, 7),
-    152: (3, 3, 5, 7),
-}
-
-K_SIZE_CHOICES = ("released", "adaptive")
 
 
 def adaptive_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
@@ -71,10 +62,10 @@ class ECALayer(nn.Module):
         return f"k_size={self.k_size}"
 
 
-def _resolve_kernels(k_size: str | int | Sequence[int], channels: Sequence[int], released: Callable[[], list[int]],
-                     model: str, unit: str) -> list[int]:
-    """One kernel size per attention site (`channels` gives each site's channels); `released()` is the
-    released checkpoint's choice. `model` and `unit` only word the errors."""
+def resolve_kernel_sizes(k_size: str | int | Sequence[int], channels: Sequence[int],
+                         released: Callable[[], list[int]], model: str, unit: str) -> list[int]:
+    """One kernel size per attention site (`channels` gives each site's channels); `released()` is the family's
+    released checkpoint choice, called only when asked for. `model` and `unit` only word the errors."""
     if isinstance(k_size, str):
         if k_size == "released":
             return released()
@@ -89,35 +80,3 @@ def _resolve_kernels(k_size: str | int | Sequence[int], channels: Sequence[int],
         raise ValueError(f"k_size={kernels!r}: {model} needs {len(channels)} kernel sizes, one per {unit} "
                          f"(or 'released', 'adaptive', one odd int)")
     return [check_kernel_size(k) for k in kernels]
-
-
-def resolve_resnet_kernels(k_size: str | int | Sequence[int], depth: int,
-                           stage_channels: Sequence[int]) -> list[int]:
-    """One kernel size per ResNet stage.
-
-    k_size: "released" (the released checkpoint's kernels for this depth), "adaptive" (the paper's formula on
-    each stage's attention channels), one odd int for every stage, or a list of 4 odd ints.
-    """
-
-    def released() -> list[int]:
-        if depth not in RELEASED_RESNET_KERNELS:
-            raise ValueError(f"no released ECA kernels for ResNet-{depth}; known depths: "
-                             f"{sorted(RELEASED_RESNET_KERNELS)}; pass k_size='adaptive' or 4 ints")
-        return list(RELEASED_RESNET_KERNELS[depth])
-
-    return _resolve_kernels(k_size, stage_channels, released, model="a ResNet", unit="stage")
-
-
-def released_mobilenet_kernel(channels: int) -> int:
-    """The released ECA-MobileNetV2 rule: k=1 below 96 output channels, else 3 (`<`, not `<=`)."""
-    return 1 if channels < 96 else 3
-
-
-def resolve_mobilenet_kernels(k_size: str | int | Sequence[int], block_channels: Sequence[int]) -> list[int]:
-    """One kernel size per inverted-residual block (17 of them at width 1.0).
-
-    k_size: "released" (k=1 if the block's output channels < 96 else 3), "adaptive" (the paper's formula on
-    each block's output channels), one odd int for every block, or a list with one odd int per block.
-    """
-    return _resolve_kernels(k_size, block_channels, lambda: [released_mobilenet_kernel(c) for c in block_channels],
-                            model="MobileNetV2", unit="inverted-residual block")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .attention import make_attention
-from .eca import resolve_mobilenet_kernels
+from .eca import resolve_kernel_sizes
 from .registry import ModelInfo, register_model
 
 # (expansion t, output channels c, repeats n, first stride s), as in the MobileNetV2 paper.
@@ -61,6 +61,13 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+def resolve_mobilenet_kernels(k_size: str | int | Sequence[int], block_channels: Sequence[int]) -> list[int]:
+    """One kernel size per inverted-residual block (17 at width 1.0), k_size as MobileNetV2 documents it."""
+    # The released rule (eca_mobilenetv2_k13): k=1 below 96 output channels, else 3 (`<`, not `<=`).
+    return resolve_kernel_sizes(k_size, block_channels, lambda: [1 if c < 96 else 3 for c in block_channels],
+                                model="MobileNetV2", unit="inverted-residual block")
 
 
 def block_output_channels(width_mult: float = 1.0, round_nearest: int = 8) -> list[int]:
@@ -117,28 +124,23 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-# ---- registered models -------------------------------------------------------------------------------------
-# The paper prints MobileNetV2 FLOPs in 2^20 units ("319.4M"); paper_flops_g is in 2^30 units, hence / 1024.
+# ---- registered models (the paper's numbers for them are in ecaplatform.paper) ----------------------------------
 @register_model(ModelInfo(name="mobilenet_v2", family="mobilenet_v2", depth=None, attention="none",
-                          backbone="MobileNetV2", method="MobileNetV2", paper_top1=71.64, paper_top5=90.20,
-                          paper_params_m=3.34, paper_flops_g=319.4 / 1024))
+                          backbone="MobileNetV2", method="MobileNetV2"))
 def mobilenet_v2(num_classes: int = 1000, **kwargs: object) -> MobileNetV2:
     """Plain MobileNetV2 (torchvision layout and dropout 0.2)."""
     return MobileNetV2(num_classes=num_classes, attention="none", **kwargs)
 
 
 @register_model(ModelInfo(name="se_mobilenet_v2", family="mobilenet_v2", depth=None, attention="se",
-                          backbone="MobileNetV2", method="SE (r=8)", paper_top1=72.42, paper_top5=90.67,
-                          paper_params_m=3.40, paper_flops_g=320.1 / 1024))
+                          backbone="MobileNetV2", method="SE (r=8)"))
 def se_mobilenet_v2(num_classes: int = 1000, **kwargs: object) -> MobileNetV2:
     """MobileNetV2 with SE (r=8, as in the paper) on each inverted residual's output."""
     return MobileNetV2(num_classes=num_classes, attention="se", **kwargs)
 
 
 @register_model(ModelInfo(name="eca_mobilenet_v2", family="mobilenet_v2", depth=None, attention="eca",
-                          backbone="MobileNetV2", method="ECA-Net", paper_top1=72.56, paper_top5=90.81,
-                          paper_params_m=3.34, paper_flops_g=319.9 / 1024,
-                          released_checkpoint="eca_mobilenetv2_k13.pth.tar"))
+                          backbone="MobileNetV2", method="ECA-Net"))
 def eca_mobilenet_v2(num_classes: int = 1000, **kwargs: object) -> MobileNetV2:
     """MobileNetV2 with ECA (released kernels: k=1 below 96 channels, else 3) and the released dropout 0.25."""
     kwargs.setdefault("dropout", 0.25)

@@ -22,8 +22,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ecaplatform.text_table import text_table
+
+from .attention import ATTENTIONS
 from .eca import ECALayer
-from .registry import create_model, get_model_info, list_models
+from .factory import create_model
+from .registry import get_model_info, list_models
 
 aten = torch.ops.aten
 
@@ -134,34 +138,29 @@ def _fmt_flops(g: float | None, extra_digit: bool = False) -> str:
 
 
 def format_profile_table(rows: list[ProfileRow], input_size: int = 224) -> str:
-    header = ["model", "params", "params(M)", "paper", "diff", "ECA params", f"MACs@{input_size}", "paper",
-              "diff", "conv+fc only"]
-    lines = [header]
+    headers = ["model", "params", "params(M)", "paper", "diff", "ECA params", f"MACs@{input_size}", "paper",
+               "diff", "conv+fc only"]
+    cells = []
     for r in rows:
         params_diff = "-" if r.paper_params_m is None else f"{round(r.params_m, 2) - r.paper_params_m:+.2f}"
         flops_diff = "-" if r.macs_diff_percent is None else f"{r.macs_diff_percent:+.2f}%"
-        lines.append([r.name, f"{r.params:,}", f"{r.params_m:.2f}",
+        cells.append([r.name, f"{r.params:,}", f"{r.params_m:.2f}",
                       "-" if r.paper_params_m is None else f"{r.paper_params_m:.2f}", params_diff,
                       str(r.eca_params), _fmt_flops(r.macs_g, True) if input_size == 224 else f"{r.macs_g:.4f}G",
                       _fmt_flops(r.paper_flops_g) if input_size == 224 else "-",
                       flops_diff if input_size == 224 else "-", _fmt_flops(r.conv_linear_macs_g, True)])
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-           for row in lines]
-    out.insert(1, "  ".join("-" * w for w in widths))
     notes = ["params(M) and MACs in 2^20 / 2^30 units as in the paper (G = 2^30, M = 2^20).",
              "MACs = conv/linear multiply-accumulates + 1 per element of BN, ReLU, sigmoid, residual add, "
              "attention multiply, and per input element of pooling."]
-    return "\n".join(out + [""] + notes)
+    return "\n".join([text_table(headers, cells, right=range(1, len(headers))), "", *notes])
 
 
 def display_order(names: list[str]) -> list[str]:
     """ResNets by depth, then MobileNetV2; within a backbone: none, SE, CBAM, ECA (the paper's row order)."""
-    rank = {"none": 0, "se": 1, "cbam": 2, "eca": 3}
 
     def key(name: str) -> tuple:
         info = get_model_info(name)
-        return (info.family != "resnet", info.depth or 0, rank[info.attention])
+        return (info.family != "resnet", info.depth or 0, ATTENTIONS.index(info.attention))
 
     return sorted(names, key=key)
 
@@ -203,12 +202,7 @@ def models_main(argv: list[str]) -> int:
     def num(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 
-    rows = [["name", "backbone", "attention", "method", "paper top-1", "paper top-5", "released checkpoint"]]
-    rows += [[i.name, i.backbone, i.attention, i.method, num(i.paper_top1), num(i.paper_top5),
-              i.released_checkpoint or "-"] for i in infos]
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    for n, r in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print(text_table(["name", "backbone", "attention", "method", "paper top-1", "paper top-5", "released checkpoint"],
+                     [[i.name, i.backbone, i.attention, i.method, num(i.paper_top1), num(i.paper_top5),
+                       i.released_checkpoint or "-"] for i in infos]))
     return 0

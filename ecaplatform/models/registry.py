@@ -1,17 +1,22 @@
-"""The model registry: one factory per registered name (timm style), each carrying the paper's numbers.
+"""The model registry (timm's _registry): names -> entrypoints and metadata. Data only: it imports no model
+family and no factory or checkpoint code, so every other module may import it.
 
-Paper numbers: top-1/top-5 on ImageNet val (percent), params in 2^20 units and FLOPs (MACs) in 2^30 units,
-as printed in the ECA-Net paper (Table 3; ResNet-18/34 accuracies from the paper's poster). None where the
-paper has no number.
+The paper's numbers come from ecaplatform.paper, the one place they are written; ModelInfo carries them.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from torch import nn
+from ecaplatform.paper import paper_result
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# Registered names are prefix + backbone name; checkpoint inference goes the other way with find_model.
+ATTENTION_PREFIX = {"none": "", "se": "se_", "cbam": "cbam_", "eca": "eca_"}
 
 
 @dataclass(frozen=True)
@@ -22,73 +27,60 @@ class ModelInfo:
     attention: str  # "none" | "se" | "cbam" | "eca"
     backbone: str  # e.g. "ResNet-50"
     method: str  # the paper's row label, e.g. "ECA-Net"
-    paper_top1: float | None = None
-    paper_top5: float | None = None
-    paper_params_m: float | None = None  # 2^20 units, as the paper prints ("24.37M")
-    paper_flops_g: float | None = None  # 2^30 units ("3.86G"); MobileNetV2's "319.4M" is 319.4 / 1024
-    released_checkpoint: str | None = None  # the official weights' file name, where one was released
+    # Filled from ecaplatform.paper by name (not constructor arguments, so no model file can restate them);
+    # None where the paper has no number.
+    paper_top1: float | None = field(default=None, init=False)
+    paper_top5: float | None = field(default=None, init=False)
+    paper_params_m: float | None = field(default=None, init=False)  # 2^20 units, as the paper prints ("24.37M")
+    paper_flops_g: float | None = field(default=None, init=False)  # 2^30 units ("3.86G"); "319.4M" is 319.4 / 1024
+    released_checkpoint: str | None = field(default=None, init=False)  # the official weights' file name
+
+    def __post_init__(self) -> None:
+        paper = paper_result(self.name)
+        if paper is not None:
+            for attr, value in (("paper_top1", paper.top1), ("paper_top5", paper.top5),
+                                ("paper_params_m", paper.params_m), ("paper_flops_g", paper.flops_g),
+                                ("released_checkpoint", paper.released_checkpoint)):
+                object.__setattr__(self, attr, value)  # the documented way to set a frozen field in __post_init__
 
 
-ModelFactory = Callable[..., nn.Module]
-_FACTORIES: dict[str, ModelFactory] = {}
+ModelEntrypoint = Callable[..., "nn.Module"]
+_ENTRYPOINTS: dict[str, ModelEntrypoint] = {}
 _INFOS: dict[str, ModelInfo] = {}
 
 
-def register_model(info: ModelInfo) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: register `factory(num_classes=1000, **kwargs) -> nn.Module` under info.name."""
+def register_model(info: ModelInfo) -> Callable[[ModelEntrypoint], ModelEntrypoint]:
+    """Decorator: register `entrypoint(num_classes=1000, **kwargs) -> nn.Module` under info.name."""
 
-    def register(factory: ModelFactory) -> ModelFactory:
-        if info.name in _FACTORIES:
+    def register(entrypoint: ModelEntrypoint) -> ModelEntrypoint:
+        if info.name in _ENTRYPOINTS:
             raise RuntimeError(f"model {info.name!r} is registered twice")
-        _FACTORIES[info.name] = factory
+        _ENTRYPOINTS[info.name] = entrypoint
         _INFOS[info.name] = info
-        return factory
+        return entrypoint
 
     return register
 
 
 def list_models() -> list[str]:
     """All registered model names, sorted."""
-    return sorted(_FACTORIES)
-
-
-def _check_name(name: str) -> None:
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return sorted(_ENTRYPOINTS)
 
 
 def get_model_info(name: str) -> ModelInfo:
     """The registered model's family, attention and the paper's numbers for it."""
-    _check_name(name)
+    if name not in _INFOS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return _INFOS[name]
 
 
-def create_model(name: str, num_classes: int = 1000, checkpoint: str | None = None, **kwargs: object) -> nn.Module:
-    """Build a registered model; with `checkpoint`, load its weights strictly.
-
-    kwargs go to the model's constructor (e.g. k_size="adaptive" or k_size=[3, 3, 3, 3] for ECA models,
-    se_reduction, dropout for MobileNetV2). A checkpoint may be a released one (dict with `state_dict`,
-    `module.` prefixes), a bare state_dict, or one of our Lightning checkpoints (`model.` prefixes).
-    """
-    _check_name(name)
-    info = _INFOS[name]
-    if "k_size" in kwargs and info.attention != "eca":
-        raise ValueError(f"k_size applies to ECA models only, and {name!r} has attention={info.attention!r}")
-    try:
-        model = _FACTORIES[name](num_classes=num_classes, **kwargs)
-    except TypeError as err:
-        allowed = [p for p in inspect.signature(_model_class(info.family)).parameters
-                   if p not in ("depth", "attention")]
-        raise TypeError(f"{name}: {err}; allowed keyword arguments: {', '.join(allowed)}") from err
-    if checkpoint is not None:
-        from .checkpoint import load_checkpoint_into
-
-        load_checkpoint_into(model, checkpoint, model_name=name)
-    return model
+def model_entrypoint(name: str) -> ModelEntrypoint:
+    """The function that builds the registered model `name`."""
+    get_model_info(name)  # the unknown-name error
+    return _ENTRYPOINTS[name]
 
 
-def _model_class(family: str) -> type[nn.Module]:
-    from .mobilenetv2 import MobileNetV2
-    from .resnet import ResNet
-
-    return ResNet if family == "resnet" else MobileNetV2
+def find_model(family: str, depth: int | None, attention: str) -> str | None:
+    """The registered name of the model with this family, depth and attention, or None if none is registered."""
+    return next((i.name for i in _INFOS.values() if (i.family, i.depth, i.attention) == (family, depth, attention)),
+                None)

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from .attention import attention_attr, make_attention
-from .eca import resolve_resnet_kernels
-from .registry import ModelInfo, register_model
+from .eca import resolve_kernel_sizes
+from .registry import ATTENTION_PREFIX, ModelInfo, register_model
 
 # depth -> (block type, blocks per stage)
 RESNET_LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -25,6 +25,23 @@ RESNET_LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     152: ("bottleneck", (3, 8, 36, 3)),
 }
 STAGE_PLANES = (64, 128, 256, 512)
+# Per-stage kernels (layer1..layer4) of the released checkpoints, as their file names say (eca_resnet50_k3557).
+RELEASED_RESNET_KERNELS: dict[int, tuple[int, int, int, int]] = {
+    18: (3, 5, 7, 7), 34: (3, 3, 5, 7), 50: (3, 5, 5, 7), 101: (3, 3, 5, 7), 152: (3, 3, 5, 7),
+}
+
+
+def resolve_resnet_kernels(k_size: str | int | Sequence[int], depth: int,
+                           stage_channels: Sequence[int]) -> list[int]:
+    """One kernel size per ResNet stage (layer1..layer4), k_size as ResNet documents it."""
+
+    def released() -> list[int]:
+        if depth not in RELEASED_RESNET_KERNELS:
+            raise ValueError(f"no released ECA kernels for ResNet-{depth}; known depths: "
+                             f"{sorted(RELEASED_RESNET_KERNELS)}; pass k_size='adaptive' or 4 ints")
+        return list(RELEASED_RESNET_KERNELS[depth])
+
+    return resolve_kernel_sizes(k_size, stage_channels, released, model="a ResNet", unit="stage")
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -148,49 +165,22 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-# ---- registered models -------------------------------------------------------------------------------------
-# Paper numbers per (depth, attention): (top-1, top-5, params 2^20, FLOPs 2^30); R-18/34 from the poster.
-_PAPER: dict[tuple[int, str], tuple[float | None, float | None, float | None, float | None]] = {
-    (18, "none"): (70.40, 89.45, None, None),
-    (18, "se"): (70.59, 89.78, None, None),
-    (18, "eca"): (70.78, 89.92, None, None),
-    (34, "none"): (73.31, 91.40, None, None),
-    (34, "se"): (73.87, 91.65, None, None),
-    (34, "cbam"): (74.01, 91.76, None, None),
-    (34, "eca"): (74.21, 91.83, None, None),
-    (50, "none"): (75.20, 92.52, 24.37, 3.86),
-    (50, "se"): (76.71, 93.38, 26.77, 3.87),
-    (50, "cbam"): (77.34, 93.69, 26.77, 3.87),
-    (50, "eca"): (77.48, 93.68, 24.37, 3.86),
-    (101, "none"): (76.83, 93.48, 42.49, 7.34),
-    (101, "se"): (77.62, 93.93, 47.01, 7.35),
-    (101, "cbam"): (78.49, 94.31, 47.01, 7.35),
-    (101, "eca"): (78.65, 94.34, 42.49, 7.35),
-    (152, "none"): (77.58, 93.66, 57.40, 10.82),
-    (152, "se"): (78.43, 94.27, 63.68, 10.85),
-    (152, "eca"): (78.92, 94.55, 57.40, 10.83),
-}
-_PREFIX = {"none": "", "se": "se_", "cbam": "cbam_", "eca": "eca_"}
+# ---- registered models (the paper's numbers for them are in ecaplatform.paper) ----------------------------------
 _METHOD = {"none": "ResNet", "se": "SENet", "cbam": "CBAM", "eca": "ECA-Net"}
-_RELEASED = {18: "eca_resnet18_k3577.pth.tar", 34: "eca_resnet34_k3357.pth.tar", 50: "eca_resnet50_k3557.pth.tar",
-             101: "eca_resnet101_k3357.pth.tar", 152: "eca_resnet152_k3357.pth.tar"}
 
 
 def _register_resnet(depth: int, attention: str) -> None:
-    top1, top5, params, flops = _PAPER.get((depth, attention), (None, None, None, None))
-    info = ModelInfo(name=f"{_PREFIX[attention]}resnet{depth}", family="resnet", depth=depth, attention=attention,
-                     backbone=f"ResNet-{depth}", method=_METHOD[attention], paper_top1=top1, paper_top5=top5,
-                     paper_params_m=params, paper_flops_g=flops,
-                     released_checkpoint=_RELEASED[depth] if attention == "eca" else None)
+    info = ModelInfo(name=f"{ATTENTION_PREFIX[attention]}resnet{depth}", family="resnet", depth=depth,
+                     attention=attention, backbone=f"ResNet-{depth}", method=_METHOD[attention])
 
-    def factory(num_classes: int = 1000, **kwargs: object) -> ResNet:
+    def entrypoint(num_classes: int = 1000, **kwargs: object) -> ResNet:
         return ResNet(depth, num_classes=num_classes, attention=attention, **kwargs)
 
-    factory.__name__ = factory.__qualname__ = info.name
-    factory.__doc__ = f"{info.method} {info.backbone} (attention={attention!r}); kwargs go to ResNet."
-    register_model(info)(factory)
+    entrypoint.__name__ = entrypoint.__qualname__ = info.name
+    entrypoint.__doc__ = f"{info.method} {info.backbone} (attention={attention!r}); kwargs go to ResNet."
+    register_model(info)(entrypoint)
 
 
-for _attention in ("none", "se", "cbam", "eca"):
+for _attention in ATTENTION_PREFIX:
     for _depth in RESNET_LAYOUTS:
         _register_resnet(_depth, _attention)

@@ -1,6 +1,8 @@
 """The claims registry: claims/eca_net.yaml -> the `claims` table, idempotently.
 
-The YAML is the source of truth; loading it again updates changed fields in place and never duplicates a claim.
+The YAML says which claims there are (model, metric, dataset, tolerance, ...); the paper's numbers and labels
+(claimed value, backbone, method, source) come from ecaplatform/paper.py, so they are written down once.
+Loading it again updates changed fields in place and never duplicates a claim.
 Claims that disappear from the file are kept (runs may reference them) but are reported by `sync_claims`.
 """
 
@@ -13,20 +15,20 @@ from typing import Any
 
 import yaml
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ecaplatform.paper import paper_result
 from ecaplatform.tracking.schema import Claim
-from ecaplatform.tracking.store import session_scope
+from ecaplatform.tracking.store import session_scope, upsert
 
 CLAIMS_ENV_VAR = "ECA_CLAIMS_FILE"
 CLAIMS_FILE_NAME = "eca_net.yaml"
 METRICS = ("top1", "top5")
 REQUIRED_FIELDS = (
-    "id", "paper", "backbone", "method", "model", "dataset", "split",
-    "expected_samples", "expected_classes", "metric", "claimed", "tolerance", "source",
+    "id", "paper", "model", "dataset", "split", "expected_samples", "expected_classes", "metric", "tolerance",
 )  # fmt: skip
 KNOWN_FIELDS = {*REQUIRED_FIELDS, "label", "public"}
+PAPER_FIELDS = ("claimed", "backbone", "method", "source")  # from ecaplatform.paper.RESULTS, never from the YAML
 
 
 class ClaimsFileError(ValueError):
@@ -35,23 +37,20 @@ class ClaimsFileError(ValueError):
 
 def claims_file() -> Path:
     """Where the claims YAML is: `$ECA_CLAIMS_FILE`, else `claims/eca_net.yaml` at the repository root
-    (the package is installed editable), else a copy shipped inside the package."""
+    (the package is installed editable)."""
     override = os.environ.get(CLAIMS_ENV_VAR)
     if override:
         path = Path(override).expanduser()
         if not path.is_file():
             raise ClaimsFileError(f"{CLAIMS_ENV_VAR}={override}: no such file")
         return path
-    package_dir = Path(__file__).resolve().parents[1]
-    candidates = [package_dir.parent / "claims" / CLAIMS_FILE_NAME, package_dir / "claims" / CLAIMS_FILE_NAME]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    tried = ", ".join(str(c) for c in candidates)
-    raise ClaimsFileError(
-        f"claims file not found (tried {tried}); install ecaplatform editable from the repository "
-        f"(`pip install -e .`) or set {CLAIMS_ENV_VAR} to the path of eca_net.yaml"
-    )
+    path = Path(__file__).resolve().parents[2] / "claims" / CLAIMS_FILE_NAME
+    if not path.is_file():
+        raise ClaimsFileError(
+            f"claims file {path} not found; install ecaplatform editable from the repository "
+            f"(`pip install -e .`) or set {CLAIMS_ENV_VAR} to the path of {CLAIMS_FILE_NAME}"
+        )
+    return path
 
 
 @dataclass
@@ -63,7 +62,8 @@ class SyncReport:
 
 
 def read_claims(path: Path | None = None) -> list[dict[str, Any]]:
-    """The claims in the YAML as complete field dicts (defaults applied, label and position filled in), validated."""
+    """The claims in the YAML as complete field dicts (defaults applied; the paper's fields, label and position
+    filled in), validated."""
     path = path or claims_file()
     try:
         document = yaml.safe_load(path.read_text())
@@ -79,6 +79,9 @@ def read_claims(path: Path | None = None) -> list[dict[str, Any]]:
             raise ClaimsFileError(f"{path}: claims[{position}] is not a mapping")
         claim = {**defaults, **entry}
         where = f"{path}: claim {claim.get('id', f'#{position}')!r}"
+        given = [name for name in PAPER_FIELDS if name in claim]
+        if given:
+            raise ClaimsFileError(f"{where}: remove {given}; those fields come from ecaplatform/paper.py")
         unknown = sorted(set(claim) - KNOWN_FIELDS)
         if unknown:
             raise ClaimsFileError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(KNOWN_FIELDS)}")
@@ -87,14 +90,17 @@ def read_claims(path: Path | None = None) -> list[dict[str, Any]]:
             raise ClaimsFileError(f"{where}: missing field(s) {missing}")
         if claim["metric"] not in METRICS:
             raise ClaimsFileError(f"{where}: metric {claim['metric']!r} is not one of {METRICS}")
-        for name in ("claimed", "tolerance"):
-            if not isinstance(claim[name], (int, float)) or claim[name] < 0:
-                raise ClaimsFileError(f"{where}: {name} must be a non-negative number (percent), got {claim[name]!r}")
+        tolerance = claim["tolerance"]
+        if not isinstance(tolerance, (int, float)) or tolerance < 0:
+            raise ClaimsFileError(f"{where}: tolerance must be a non-negative number (percent), got {tolerance!r}")
         if claim["id"] in seen:
             raise ClaimsFileError(f"{where}: duplicate id")
         seen.add(claim["id"])
-        claim["claimed"] = float(claim["claimed"])
-        claim["tolerance"] = float(claim["tolerance"])
+        row = paper_result(claim["model"])
+        if row is None:
+            raise ClaimsFileError(f"{where}: model {claim['model']!r} has no row in ecaplatform/paper.py (RESULTS)")
+        claim.update(claimed=float(getattr(row, claim["metric"])), backbone=row.backbone, method=row.method,
+                     source=row.source, tolerance=float(tolerance))  # fmt: skip
         claim.setdefault("label", f"{claim['method']} ({claim['backbone']})")
         claim["public"] = bool(claim.get("public", False))
         claim["position"] = position
@@ -105,20 +111,17 @@ def read_claims(path: Path | None = None) -> list[dict[str, Any]]:
 def sync_claims(session: Session, path: Path | None = None) -> SyncReport:
     """Upsert every claim of the YAML into the store. Running it twice changes nothing the second time."""
     report = SyncReport()
-    wanted = read_claims(path)
-    existing = {claim.id: claim for claim in session.scalars(select(Claim))}
-    for fields in wanted:
+    existing = {row["id"]: row for row in session.execute(select(Claim.__table__)).mappings()}
+    changed = []
+    for fields in read_claims(path):
         row = existing.pop(fields["id"], None)
-        if row is None:
-            session.add(Claim(**fields))
-            report.added.append(fields["id"])
+        if row is not None and all(row[name] == value for name, value in fields.items()):
+            report.unchanged.append(fields["id"])
             continue
-        changed = False
-        for name, value in fields.items():
-            if getattr(row, name) != value:
-                setattr(row, name, value)
-                changed = True
-        (report.updated if changed else report.unchanged).append(fields["id"])
+        (report.added if row is None else report.updated).append(fields["id"])
+        changed.append(fields)
+    if changed:  # an upsert: a claim another process inserted since our read is updated, not a conflict
+        upsert(session, Claim, changed, keys=("id",), copy=[name for name in changed[0] if name != "id"])
     report.not_in_file = sorted(existing)
     return report
 
@@ -134,15 +137,7 @@ _claims_synced: set[str] = set()  # store URLs this process has loaded the YAML 
 def ensure_claims(engine: Engine, path: Path | None = None) -> None:
     """Load the claims YAML into the store once per process (before a run references a claim)."""
     key = f"{engine.url}|{path or ''}"
-    if key in _claims_synced:
-        return
-    for attempt in range(3):
-        try:
-            with session_scope(engine) as session:
-                sync_claims(session, path)
-            break
-        except IntegrityError:
-            # Another process inserted the same claim between our read and our insert (PostgreSQL); re-read.
-            if attempt == 2:
-                raise
-    _claims_synced.add(key)
+    if key not in _claims_synced:
+        with session_scope(engine) as session:
+            sync_claims(session, path)
+        _claims_synced.add(key)

@@ -5,24 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from ecaplatform.text_table import text_table
 from ecaplatform.tracking.claims import ClaimsFileError, ensure_claims
 from ecaplatform.tracking.schema import RUN_STATUSES, EpochMetric, Result, Run
 from ecaplatform.tracking.store import current_revision, db_url, head_revision, session_scope, upgrade, writer_engine
 from ecaplatform.tracking.verification import evaluate_claims
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[("" if value is None else str(value)) for value in row] for row in rows]
-    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(lines)
 
 
 def _pct(value: float | None) -> str:
@@ -72,7 +64,7 @@ def claims_main(argv: list[str]) -> int:
         rows.append(
             [s.claim.label, s.claim.dataset, s.claim.metric, _pct(s.claim.claimed), measured, s.status, evidence]
         )
-    print(_table(["Claim", "Dataset", "Metric", "Claimed", "Measured", "Status", "Evidence"], rows))
+    print(text_table(["Claim", "Dataset", "Metric", "Claimed", "Measured", "Status", "Evidence"], rows))
     print(f"\n{len(statuses)} claims; store: {engine.url.render_as_string(hide_password=True)}")
     return 0
 
@@ -107,11 +99,12 @@ def runs_main(argv: list[str]) -> int:
             ]  # fmt: skip
             for run in runs
         ]
-    print(_table(["Run", "Job", "Command", "Model", "Data", "Status", "Best top-1", "SLURM", "Created (UTC)"], rows))
+    headers = ["Run", "Job", "Command", "Model", "Data", "Status", "Best top-1", "SLURM", "Created (UTC)"]
+    print(text_table(headers, rows))
     return 0
 
 
-def run_details(session: Any, run: Run) -> dict[str, Any]:
+def run_details(session: Session, run: Run) -> dict[str, Any]:
     """One run with its provenance, per-epoch metrics and results, as plain data."""
     details = {column.name: getattr(run, column.name) for column in Run.__table__.columns}
     metrics = session.scalars(select(EpochMetric).where(EpochMetric.run_id == run.id).order_by(EpochMetric.epoch))

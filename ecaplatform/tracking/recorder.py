@@ -17,9 +17,10 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from sqlalchemy import Engine
 
 from ecaplatform.jobspec import JobSpec
-from ecaplatform.tracking import provenance, records, store
+from ecaplatform.tracking import provenance, store, writes
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class RunRecorder(pl.Callback):
         self.job = job or JobSpec()
         self.db_url = db_url or store.db_url()  # fixed now: the whole run writes to one store
         self.wandb_logger = wandb_logger
-        self._engine = None
+        self._engine: Engine | None = None
         self._failed = False
         self._started = False
 
@@ -82,7 +83,7 @@ class RunRecorder(pl.Callback):
 
     # --- helpers -----------------------------------------------------------------------------------------------
     @property
-    def engine(self):  # type: ignore[no-untyped-def]
+    def engine(self) -> Engine:
         if self._engine is None:
             self._engine = store.writer_engine(self.db_url)
         return self._engine
@@ -168,7 +169,7 @@ class RunRecorder(pl.Callback):
             "slurm_job_id": provenance.slurm_job_id(),
             **self._wandb_fields(),
         }
-        records.start_run(self.engine, self.run_id, **fields)
+        writes.start_run(self.engine, self.run_id, **fields)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Not earlier: Lightning installs its requeue handler after on_fit_start, and only where none exists.
@@ -195,7 +196,7 @@ class RunRecorder(pl.Callback):
                 lightning_handler(signum, frame)
             self._failed = True  # this process is about to be killed: its teardown must not report success
             try:
-                records.finish_run(self.engine, self.run_id, "interrupted", error=(
+                writes.finish_run(self.engine, self.run_id, "interrupted", error=(
                     f"preempted at epoch {trainer.current_epoch}: requeued by SLURM (signal {signum}); "
                     "the requeued job continues this run"))  # fmt: skip
             except Exception as exc:  # never break Lightning's requeue
@@ -217,7 +218,7 @@ class RunRecorder(pl.Callback):
     def _record_epoch(self, trainer: pl.Trainer, epoch: int | None = None) -> None:
         if trainer.is_global_zero and self._started and self.command == "fit":
             epoch = trainer.current_epoch if epoch is None else epoch
-            records.record_epoch_metrics(self.engine, self.run_id, epoch, trainer.global_step, self._scalars(trainer))
+            writes.record_epoch_metrics(self.engine, self.run_id, epoch, trainer.global_step, self._scalars(trainer))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record_epoch(trainer)
@@ -249,7 +250,7 @@ class RunRecorder(pl.Callback):
         metrics = self._scalars(trainer)
         fingerprint = self._fingerprint(trainer, split)
         samples = metrics.get(f"{split}_samples")
-        records.add_result(
+        writes.add_result(
             self.engine,
             self.run_id,
             model_name=self._model_name(pl_module),
@@ -270,16 +271,16 @@ class RunRecorder(pl.Callback):
             status, error = "interrupted", f"{type(exception).__name__}: stopped by a signal (preemption, scancel, ^C)"
         else:
             status, error = "failed", f"{type(exception).__name__}: {exception}"
-        records.finish_run(self.engine, self.run_id, status, error=error, **self._wandb_fields())
+        writes.finish_run(self.engine, self.run_id, status, error=error, **self._wandb_fields())
         self._finish_wandb(exit_code=1)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._failed or not trainer.is_global_zero or not self._started:
             return
         if trainer.interrupted:  # stopped without an exception reaching us (e.g. a signal handled by Lightning)
-            records.finish_run(self.engine, self.run_id, "interrupted", error="interrupted", **self._wandb_fields())
+            writes.finish_run(self.engine, self.run_id, "interrupted", error="interrupted", **self._wandb_fields())
         else:
-            records.finish_run(
+            writes.finish_run(
                 self.engine, self.run_id, "succeeded", **self._checkpoint_fields(trainer), **self._wandb_fields()
             )
         self._finish_wandb(exit_code=0)

@@ -8,13 +8,15 @@ PostgreSQL for clusters: `ECA_DB_URL=postgresql+psycopg://user@host/db` (SQLite 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 ENV_VAR = "ECA_DB_URL"
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -99,6 +101,27 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     factory = sessionmaker(engine, expire_on_commit=False)
     with factory() as session, session.begin():
         yield session
+
+
+_DIALECT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+def upsert(session: Session, entity: type[DeclarativeBase], rows: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+           keys: Sequence[str], copy: Collection[str] = (), set_: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+    """Insert `rows` into the mapped class `entity`; a row whose `keys` exist already updates that row instead:
+    the columns in `copy` from the row we tried to insert, then `set_` (values or SQL expressions).
+
+    One INSERT ... ON CONFLICT DO UPDATE statement, so no writer can come between a read and an insert.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect not in _DIALECT_INSERTS:
+        raise NotImplementedError(f"the run store is SQLite or PostgreSQL, not {dialect}")
+    statement = _DIALECT_INSERTS[dialect](entity).values(rows)
+    changes = {name: statement.excluded[name] for name in copy} | dict(set_ or {})
+    if changes:
+        session.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))
+    else:
+        session.execute(statement.on_conflict_do_nothing(index_elements=keys))
 
 
 # --- schema migrations (Alembic) -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ecaplatform.paper import PAPER
 from ecaplatform.tracking.verification import NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
 from leaderboard import data, queries, render
 
@@ -19,12 +20,11 @@ that evaluates the whole ImageNet validation split (50,000 images, each counted 
 
 url = data.store_url()
 board = data.claims_board(url)
-paper = queries.PAPER
 
 st.title("ECA-Net: claims and their verification")
 st.markdown(
-    f"**{paper.title}** ({paper.venue}) · arXiv [{paper.arxiv_id}]({paper.arxiv_url}) · "
-    f"code [github.com/BangguWu/ECANet]({paper.code_url})"
+    f"**{PAPER.title}** ({PAPER.venue}) · arXiv [{PAPER.arxiv_id}]({PAPER.arxiv_url}) · "
+    f"code [github.com/BangguWu/ECANet]({PAPER.code_url})"
 )
 
 if board.store_state != queries.STORE_OK or board.run_count == 0:

@@ -41,7 +41,7 @@ resnets = resnets.assign(attention=resnets["method"].map(lambda m: ATTENTION_OF_
 paper_points = resnets.assign(source="paper", top1=resnets["paper_top1"])
 our_points = resnets[resnets["our_top1"].notna()].assign(source="ours", top1=lambda t: t["our_top1"])
 if paper_points.empty:
-    st.caption("Parameter counts come from `ecaplatform.models.get_model_info`; none are available, so no figure.")
+    st.caption("Parameter counts come from ecaplatform/paper.py; none are available, so no figure.")
 else:
     colour = alt.Color(
         "attention:N",
