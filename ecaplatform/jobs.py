@@ -35,42 +35,29 @@ class JobFileError(ValueError):
 @dataclass
 class Job:
     path: Path
-    config: dict[str, Any]  # the resolved config, as `eca <command> --config JOB --print_config` shows it
     spec: JobSpec
-    model_name: str
+    config: dict[str, Any]  # the resolved config, as `eca <command> --config JOB --print_config` shows it
+
+    @property
+    def model_name(self) -> str:
+        return str(self.config["model"]["model_name"])
 
 
 # --- reading and checking a job file -----------------------------------------------------------------------------
 
 
-def override_value(overrides: Sequence[str], key: str) -> str | None:
-    """The value a command-line override gives `key` (`--job.command validate` or `--job.command=validate`)."""
-    value = None
-    for index, arg in enumerate(overrides):
-        if arg == f"--{key}" and index + 1 < len(overrides):
-            value = overrides[index + 1]
-        elif arg.startswith(f"--{key}="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-def job_command(path: Path, overrides: Sequence[str] = ()) -> str:
+def job_command(path: Path) -> str:
     """What the job says to run (`job.command`, through its `extends:` chain), before the full parse checks it."""
     from ecaplatform.lightning_cli import CLIConfigError, config_chain
 
     if not path.is_file():
         raise JobFileError(f"{path}: no such job file")
     try:
-        chain = config_chain(path)
+        documents = [yaml.safe_load(file.read_text()) for file in config_chain(path)]
     except CLIConfigError as err:
         raise JobFileError(str(err)) from err
-    command = "fit"
-    for file in chain:
-        document = yaml.safe_load(file.read_text())
-        section = document.get("job") if isinstance(document, dict) else None
-        if isinstance(section, dict) and isinstance(section.get("command"), str):
-            command = section["command"]
-    return override_value(overrides, "job.command") or command
+    commands = [d["job"].get("command") for d in documents if isinstance(d, dict) and isinstance(d.get("job"), dict)]
+    return next((c for c in reversed(commands) if isinstance(c, str)), "fit")
 
 
 def load_job(path: str | os.PathLike[str], command: str | None = None, overrides: Sequence[str] = ()) -> Job:
@@ -81,10 +68,10 @@ def load_job(path: str | os.PathLike[str], command: str | None = None, overrides
     if not path.is_file():
         raise JobFileError(f"{path}: no such job file")
     try:
-        checked = check_job(path, command or job_command(path, overrides), overrides)
+        spec, config = check_job(path, command or job_command(path), overrides)
     except (*USER_ERRORS, CLIConfigError) as err:
         raise JobFileError(f"{path}: {user_message(err)}") from err
-    return Job(path=path, config=checked.config, spec=checked.spec, model_name=checked.model_name)
+    return Job(path, spec, config)
 
 
 def check_submission(job: Job) -> None:
@@ -228,7 +215,7 @@ def submit_main(argv: list[str]) -> int:
 
     try:
         # The job may say what to run (a verification job says validate); the command line wins.
-        args.command = args.command or job_command(Path(args.job), overrides)
+        args.command = args.command or job_command(Path(args.job))
         job = load_job(args.job, args.command, overrides)
         check_submission(job)
     except JobFileError as exc:

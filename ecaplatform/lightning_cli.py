@@ -20,7 +20,6 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,22 +76,20 @@ def config_chain(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def expand_config_args(args: Sequence[str]) -> list[str]:
-    """`--config JOB.yaml` -> `--config BASE.yaml --config JOB.yaml` for each `extends:` in JOB's chain."""
+    """`--config JOB.yaml` -> `--config BASE.yaml --config JOB.yaml` for each `extends:` in JOB's chain.
+
+    The merged config extends nothing any more: `extends` is then reset, so that what --print_config shows and
+    what a run saves as its config.yaml is complete and runs from any folder.
+    """
     expanded: list[str] = []
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        if arg == "--config" and index + 1 < len(args):
-            path, index = args[index + 1], index + 2
-        elif arg.startswith("--config="):
-            path, index = arg.split("=", 1)[1], index + 1
+    remaining = iter(args)
+    for arg in remaining:
+        if arg == "--config" or arg.startswith("--config="):
+            path = next(remaining, "") if arg == "--config" else arg.split("=", 1)[1]
+            expanded += [word for file in config_chain(path) for word in ("--config", str(file))]
         else:
             expanded.append(arg)
-            index += 1
-            continue
-        for file in config_chain(path):
-            expanded += ["--config", str(file)]
-    return expanded
+    return [*expanded, "--extends=null"] if len(expanded) > len(args) else expanded
 
 
 def batch_size_of(batch: Any) -> int:
@@ -100,19 +97,10 @@ def batch_size_of(batch: Any) -> int:
     return len(batch[1])
 
 
-@dataclass
-class CheckedJob:
-    """What `check_job` read: the job section, the resolved config (as --print_config shows it) and the model."""
-
-    spec: JobSpec
-    config: dict[str, Any]
-    model_name: str
-
-
 class _Checked(Exception):  # noqa: N818 - a signal, not an error: the check-only CLI stops with it
-    def __init__(self, checked: CheckedJob) -> None:
+    def __init__(self, spec: JobSpec, config: dict[str, Any]) -> None:
         super().__init__("checked")
-        self.checked = checked
+        self.spec, self.config = spec, config
 
 
 class EcaLightningCLI(LightningCLI):
@@ -203,8 +191,7 @@ class EcaLightningCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         if self.check_only:
-            config = self.resolved_config()
-            raise _Checked(CheckedJob(self.config_init[self.subcommand].job, config, config["model"]["model_name"]))
+            raise _Checked(self.config_init[self.subcommand].job, self.resolved_config())
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -229,8 +216,10 @@ class EcaLightningCLI(LightningCLI):
         print("\n".join(lines), flush=True)
 
 
-def check_job(config_path: str | os.PathLike[str], subcommand: str, overrides: Sequence[str] = ()) -> CheckedJob:
+def check_job(config_path: str | os.PathLike[str], subcommand: str,
+              overrides: Sequence[str] = ()) -> tuple[JobSpec, dict[str, Any]]:
     """Parse a job for `subcommand` and build its model and data module as `eca <subcommand>` would, then stop.
+    Returns the job section and the resolved config (as --print_config shows it).
 
     Raises one of USER_ERRORS or CLIConfigError with a message fit for one line (see `user_message`).
     """
@@ -240,7 +229,7 @@ def check_job(config_path: str | os.PathLike[str], subcommand: str, overrides: S
     try:
         EcaLightningCLI(args=[subcommand, "--config", str(config_path), *overrides], check_only=True)
     except _Checked as done:
-        return done.checked
+        return done.spec, done.config
     except Exception as err:
         raise (find_user_error(err) or err) from None
     raise AssertionError("check_only CLI returned without checking")  # pragma: no cover

@@ -63,7 +63,7 @@ def test_print_config_shows_the_resolved_config_with_the_job(capsys: pytest.Capt
 
 def test_a_job_file_extends_its_recipe_and_overrides_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     printed = printed_config(capsys, JOBS / "eca_resnet50.yaml")
-    assert printed["extends"] == "recipes/resnet_imagenet.yaml"
+    assert printed["extends"] is None  # the printed config is complete: it runs from any folder as it is
     assert (printed["job"]["name"], printed["job"]["resources"]["time"]) == ("eca_resnet50", "96:00:00")
     assert printed["job"]["resources"]["gpus_per_node"] == 4  # from the shared imagenet_4gpu recipe
     assert (printed["model"]["lr"], printed["data"]["init_args"]["batch_size"]) == (0.1, 256)
@@ -74,6 +74,9 @@ def test_a_job_file_extends_its_recipe_and_overrides_it(tmp_path: Path, capsys: 
     assert (printed["model"]["lr"], printed["model"]["model_name"], printed["job"]["name"]) == (
         0.2, "eca_resnet50", "mine")  # fmt: skip
     assert printed["job"]["claim"] == "eca_resnet50-imagenet-top1" and printed["trainer"]["max_epochs"] == 100
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert printed_config(capsys, write_config(elsewhere / "printed.yaml", printed)) == printed
 
 
 def test_an_extends_loop_or_a_missing_base_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
