@@ -69,14 +69,13 @@ def schedule_for(optimizer: torch.optim.Optimizer, kind: str, steps_per_epoch: i
     (MobileNetV2: x0.98); cosine: to min_factor x lr at the end of the run; constant. A warm-up, where asked
     for, ramps linearly from warmup_start_factor x lr over warmup_steps and the main schedule starts after it.
     """
-    main_steps = max(1, total_steps - warmup_steps)
     if kind == "step":
         main = lr_scheduler.StepLR(optimizer, step_size=step_size * steps_per_epoch, gamma=step_gamma)
     elif kind == "exponential":
         main = lr_scheduler.StepLR(optimizer, step_size=steps_per_epoch, gamma=exp_gamma)
     elif kind == "cosine":
         eta_min = optimizer.param_groups[0]["lr"] * min_factor
-        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=main_steps, eta_min=eta_min)
+        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=eta_min)
     else:
         main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     if warmup_steps <= 0:

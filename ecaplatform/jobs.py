@@ -3,8 +3,8 @@
 A job YAML is a LightningCLI config plus a `job:` section (ecaplatform.jobspec.JobSpec). Before anything runs or
 is submitted, the job is parsed in this process by the same LightningCLI that `eca fit` uses and its model and
 data module are built (lightning_cli.check_job), so `eca submit` rejects exactly what `eca fit` would reject
-before training, with the same one-line errors. Then the checks only a submission needs: the claim id, and that
-SLURM's task count matches `trainer.devices` (Lightning only detects a SLURM job when they agree).
+before training, with the same one-line errors. Then the one check only a submission needs: that SLURM's task
+count matches `trainer.devices` (Lightning only detects a SLURM job when they agree).
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from typing import Any
 
 import yaml
 
-from ecaplatform.jobspec import JobSpec, Resources
+from ecaplatform.jobspec import COMMANDS, JobSpec, Resources
 
-COMMANDS = ("fit", "validate", "test")
 DEFAULT_SLURM_DIR = Path("runs") / "slurm"
 
 
@@ -38,10 +37,6 @@ class Job:
     spec: JobSpec
     config: dict[str, Any]  # the resolved config, as `eca <command> --config JOB --print_config` shows it
 
-    @property
-    def model_name(self) -> str:
-        return str(self.config["model"]["model_name"])
-
 
 # --- reading and checking a job file -----------------------------------------------------------------------------
 
@@ -50,8 +45,6 @@ def job_command(path: Path) -> str:
     """What the job says to run (`job.command`, through its `extends:` chain), before the full parse checks it."""
     from ecaplatform.lightning_cli import CLIConfigError, config_chain
 
-    if not path.is_file():
-        raise JobFileError(f"{path}: no such job file")
     try:
         documents = [yaml.safe_load(file.read_text()) for file in config_chain(path)]
     except CLIConfigError as err:
@@ -75,16 +68,7 @@ def load_job(path: str | os.PathLike[str], command: str | None = None, overrides
 
 
 def check_submission(job: Job) -> None:
-    """What only a submission needs on top of the parse: the claim id, SLURM tasks vs trainer.devices."""
-    if job.spec.claim:
-        from ecaplatform.tracking.claims import claim_ids
-
-        known = claim_ids()
-        if job.spec.claim not in known:
-            raise JobFileError(
-                f"{job.path}: job.claim: {job.spec.claim!r} is not a claim id; known ids look like {known[0]!r} "
-                "(`eca claims --json` lists them all)"
-            )
+    """What only a submission to SLURM needs on top of the parse: its task count against trainer.devices."""
     if job.spec.launcher == "slurm":
         trainer = job.config["trainer"]
         devices, tasks = trainer.get("devices"), tasks_per_node(job.spec.resources)
@@ -174,7 +158,7 @@ def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path, overrides: 
     engine = writer_engine()
     # Queued before sbatch: the job may start (and mark itself running) before sbatch even returns.
     upsert_run(engine, run_id, job_name=job.spec.name, claim_id=job.spec.claim, command=command,
-               model_name=job.model_name, status="queued", config=job.config)  # fmt: skip
+               model_name=job.config["model"]["model_name"], status="queued", config=job.config)  # fmt: skip
     proc = subprocess.run(["sbatch", "--parsable", str(script_path)], capture_output=True, text=True,
                           env=_job_environment(for_sbatch=True))  # fmt: skip
     if proc.returncode != 0:
@@ -214,10 +198,9 @@ def submit_main(argv: list[str]) -> int:
     from ecaplatform.tracking.provenance import new_run_id
 
     try:
-        # The job may say what to run (a verification job says validate); the command line wins.
-        args.command = args.command or job_command(Path(args.job))
         job = load_job(args.job, args.command, overrides)
         check_submission(job)
+        args.command = args.command or job.spec.command  # a verification job says validate; --command wins
     except JobFileError as exc:
         print(f"eca submit: {exc}; nothing was submitted", file=sys.stderr)
         return 2

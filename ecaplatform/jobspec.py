@@ -8,7 +8,10 @@ with the field's name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
+
+Command = Literal["fit", "validate", "test"]
+COMMANDS: tuple[str, ...] = get_args(Command)  # what `eca submit` can run, and `eca fit|validate|test`
 
 
 @dataclass
@@ -33,7 +36,7 @@ class JobSpec:
     claim: str | None = None
     launcher: Literal["local", "slurm"] = "local"
     # What `eca submit` runs: verification jobs say `validate`; `eca submit --command` overrides it.
-    command: Literal["fit", "validate", "test"] = "fit"
+    command: Command = "fit"
     resources: Resources = field(default_factory=Resources)
     # W&B: "auto" is online when WANDB_API_KEY is set, offline otherwise.
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"

@@ -1,17 +1,10 @@
 """`eca fit|validate|test --config jobs/X.yaml`: a LightningCLI for the ImageClassifier and our data modules.
 
-What it adds to Lightning's CLI, through its public hooks only:
-- a `job:` section (ecaplatform.jobspec.JobSpec; unknown keys are rejected, naming the key);
-- `extends: base.yaml` at the top of a job file: the job is read on top of that recipe (as if both were given to
-  `--config`, the base first), so a recipe's shared settings are written once;
-- `model.num_classes` comes from the data module (`link_arguments`);
-- checkpoints in a predictable place: runs/<job.name>/checkpoints/{last,best}.ckpt (best by val_top1), so
-  `--ckpt_path last` resumes the job and `--ckpt_path best` validates its best epoch;
-- the tracking seam: `tracking_for_run(subcommand, config, job)` once per run, its callbacks and logger added;
-- `validate`/`test` refuse to score random weights (neither --ckpt_path nor --model.checkpoint);
-- a check mode (`check_job`) that parses a job and builds its model and data module exactly as a run would,
-  without building the Trainer or running anything: what `eca submit` checks before submitting;
-- errors about arguments, data, models and checkpoints print one line and exit non-zero, not a traceback.
+What it adds to Lightning's CLI, through its public hooks only: a `job:` section (JobSpec); `extends: base.yaml`
+(the job read on top of a recipe, as if both were given to `--config`); `model.num_classes` linked to the data;
+checkpoints in runs/<job.name>/checkpoints/{last,best}.ckpt, so `--ckpt_path last|best` work; the run's tracking
+(`tracking_for_run`); `validate`/`test` refusing random weights; a check mode (`check_job`: parse, build the model
+and data module, no Trainer) that `eca submit` uses; one-line errors instead of tracebacks.
 """
 
 from __future__ import annotations
@@ -32,21 +25,15 @@ from lightning.pytorch.loggers import CSVLogger
 
 from ecaplatform.classifier import ImageClassifier, ModelConfigError
 from ecaplatform.datamodules import ClassificationDataModule, DataError
-from ecaplatform.jobspec import JobSpec
+from ecaplatform.jobspec import COMMANDS, JobSpec
 from ecaplatform.models import CheckpointError
 
-SUBCOMMANDS = ("fit", "validate", "test")
 DEFAULT_RUNS_DIR = "runs"
 LIGHTNING_CKPT_WORDS = (None, "last", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
 USER_ERRORS = (ArgumentError, DataError, ModelConfigError, CheckpointError)
-CHECKPOINT_DEFAULTS = {
-    "checkpoint.monitor": "val_top1",
-    "checkpoint.mode": "max",
-    "checkpoint.filename": "best",
-    "checkpoint.save_last": True,
-    "checkpoint.save_top_k": 1,
-    "checkpoint.enable_version_counter": False,
-}
+CHECKPOINT_DEFAULTS = {"checkpoint.monitor": "val_top1", "checkpoint.mode": "max", "checkpoint.filename": "best",
+                       "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
+                       "checkpoint.enable_version_counter": False}  # fmt: skip
 
 
 class CLIConfigError(ValueError):
@@ -134,6 +121,12 @@ class EcaLightningCLI(LightningCLI):
     # --- before anything is built: fill run-specific defaults, refuse what cannot work ----------------------------
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        if config.job.claim:
+            from ecaplatform.tracking.claims import claim_ids
+
+            if config.job.claim not in (known := claim_ids()):
+                raise CLIConfigError(f"job.claim: {config.job.claim!r} is not a claim id; known ids look like "
+                                     f"{known[0]!r} (`eca claims --json` lists them all)")
         if config.trainer.default_root_dir is None:
             config.trainer.default_root_dir = os.path.join(DEFAULT_RUNS_DIR, config.job.name)
         if config.checkpoint.dirpath is None:
@@ -175,10 +168,7 @@ class EcaLightningCLI(LightningCLI):
         callbacks = [c for c in callbacks if c is not None]
         if trainer.enable_checkpointing is not False:  # Lightning refuses a ModelCheckpoint when it is False
             callbacks.append(ModelCheckpoint(**config.checkpoint.as_dict()))
-        try:
-            tracking_callbacks, tracking_logger = tracking_for_run(self.subcommand, self.resolved_config(), config.job)
-        except ValueError as err:  # e.g. a job.claim that is not a claim id
-            raise CLIConfigError(str(err)) from err
+        tracking_callbacks, tracking_logger = tracking_for_run(self.subcommand, self.resolved_config(), config.job)
         logger = trainer.logger
         if logger is not False:
             loggers = [] if logger in (None, True) else list(logger) if isinstance(logger, list) else [logger]
@@ -223,8 +213,8 @@ def check_job(config_path: str | os.PathLike[str], subcommand: str,
 
     Raises one of USER_ERRORS or CLIConfigError with a message fit for one line (see `user_message`).
     """
-    if subcommand not in SUBCOMMANDS:
-        raise CLIConfigError(f"unknown subcommand {subcommand!r}; use one of {', '.join(SUBCOMMANDS)}")
+    if subcommand not in COMMANDS:
+        raise CLIConfigError(f"unknown subcommand {subcommand!r}; use one of {', '.join(COMMANDS)}")
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     try:
         EcaLightningCLI(args=[subcommand, "--config", str(config_path), *overrides], check_only=True)
@@ -249,35 +239,23 @@ def find_user_error(err: BaseException) -> BaseException | None:
 def user_message(err: BaseException) -> str:
     """One line saying what is wrong: jsonargparse's multi-line type errors and DataLoader workers' traceback
     text reduced to the part that names the key or file."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(err).__name__
-    if "Original Traceback" in str(err):  # a DataLoader worker's error: its last line holds the message
-        last = lines[-1]
-        head, _, tail = last.partition(": ")
-        return tail if tail and head.endswith("Error") else last
-    # jsonargparse: 'Parser key "k":' then, for a union, one "- ..." entry per type (None's is no help).
-    problems = []
-    for index, line in enumerate(lines):
-        if line.startswith("- ") and "NoneType" not in line:
-            problem = line[2:]
-            if problem.endswith(":") and index + 1 < len(lines):
-                problem = f"{problem} {lines[index + 1]}"
-            problems.append(problem)
-    given = next((line for line in lines if line.startswith("Given value:") and len(line) < 100), None)
-    if not problems and not given:
-        return " ".join(lines)
-    message = lines[0].rstrip(":")
-    if problems:
-        message += ": " + "; ".join(problems)
-    return f"{message}; {given[0].lower()}{given[1:]}" if given else message
+    text = str(err).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(err).__name__]
+    if "Original Traceback" in text:  # a DataLoader worker's error: its last line holds the message
+        head, _, tail = lines[-1].partition(": ")
+        return tail if tail and head.endswith("Error") else lines[-1]
+    # jsonargparse: 'Parser key "k":', then a "- ..." line per type it tried (None's is no help), the value given.
+    details = [f"{line[2:]} {lines[i + 1]}" if line.endswith(":") and i + 1 < len(lines) else line[2:]
+               for i, line in enumerate(lines) if line.startswith("- ") and "NoneType" not in line]
+    details += [line for line in lines if line.startswith("Given value:") and len(line) < 100]
+    return f"{lines[0].rstrip(':')}: {'; '.join(details)}" if details else " ".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run `fit`, `validate` or `test` (argv[0]) with LightningCLI options; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in SUBCOMMANDS:
-        print(f"usage: eca {{{','.join(SUBCOMMANDS)}}} --config jobs/X.yaml [options]", file=sys.stderr)
+    if not args or args[0] not in COMMANDS:
+        print(f"usage: eca {{{','.join(COMMANDS)}}} --config jobs/X.yaml [options]", file=sys.stderr)
         return 2
     # `eca` hands over sys.argv[1:] explicitly; Lightning warns when args and sys.argv are both set.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")

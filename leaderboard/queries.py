@@ -317,15 +317,6 @@ def run_detail(engine: Engine | None, run_id: str) -> RunDetail | None:
 # ---------------------------------------------------------------------------------------------- compare
 
 
-def paper_model_info(model: str) -> dict[str, Any]:
-    """The paper's params/FLOPs/top-1/top-5 for a model, from ecaplatform/paper.py (no torch), or {} if it has none."""
-    row = paper_result(model)
-    if row is None:
-        return {}
-    return {"paper_params_m": row.params_m, "paper_flops_g": row.flops_g, "paper_top1": row.top1,
-            "paper_top5": row.top5}  # fmt: skip
-
-
 def compare_frame(board: ClaimsBoard) -> pd.DataFrame:
     """Top-1 claims per backbone: the paper's number next to ours, with the paper's parameter count.
 
@@ -336,15 +327,15 @@ def compare_frame(board: ClaimsBoard) -> pd.DataFrame:
     for row in board.rows:
         if row.metric != "top1":
             continue
-        info = paper_model_info(row.model)
+        paper = paper_result(row.model)  # ecaplatform/paper.py: no torch
         records.append(
             {
                 "backbone": row.backbone,
                 "method": row.method,
                 "model": row.model,
                 "dataset": row.dataset,
-                "params_m": info.get("paper_params_m"),
-                "flops_g": info.get("paper_flops_g"),
+                "params_m": paper and paper.params_m,
+                "flops_g": paper and paper.flops_g,
                 "paper_top1": row.claimed,
                 "our_top1": row.verified,
                 "delta": row.delta,

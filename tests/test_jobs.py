@@ -164,6 +164,7 @@ FAULTS = [
     (lambda c: c["trainer"].update(max_epoch=1), "does not accept option 'trainer.max_epoch'"),
     (lambda c: c["model"].update(learning_rate=0.1), "does not accept option 'model.learning_rate'"),
     (lambda c: c["job"].update(gpus=1), "does not accept option 'job.gpus'"),
+    (lambda c: c["job"].update(claim="eca_resnet18-imagenet-top3"), "job.claim: 'eca_resnet18-imagenet-top3' is not"),
     (lambda c: c["model"].update(lr="fast"), 'Parser key "model.lr"'),
     (lambda c: c["trainer"].update(max_epochs="many"), 'Parser key "trainer.max_epochs"'),
 ]
@@ -245,5 +246,6 @@ def test_every_job_file_of_the_repository_passes_every_check(tmp_path: Path, pat
     job = load_job(path, overrides=overrides)
     check_submission(job)
     assert job.spec.name == path.stem
-    assert job.model_name in job.spec.name or path.stem == "demo_cpu"  # the demo trains eca_resnet18
+    model_name = job.config["model"]["model_name"]
+    assert model_name in job.spec.name or path.stem == "demo_cpu"  # the demo trains eca_resnet18
     assert job.spec.command == ("validate" if path.name.startswith("verify_") else "fit")

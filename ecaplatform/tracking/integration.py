@@ -10,7 +10,6 @@ import os
 from typing import Any
 
 from ecaplatform.jobspec import JobSpec
-from ecaplatform.tracking.claims import claim_ids
 from ecaplatform.tracking.provenance import resolve_run_id
 from ecaplatform.tracking.recorder import RESULT_SPLITS, RunRecorder
 
@@ -60,11 +59,6 @@ def tracking_for_run(subcommand: str, config: dict[str, Any], job: JobSpec | Non
     if subcommand not in RESULT_SPLITS:
         return [], None
     job = job or JobSpec()
-    if job.claim and job.claim not in claim_ids():
-        raise ValueError(
-            f"job.claim: {job.claim!r} is not a claim id in claims/eca_net.yaml; `eca claims --json` lists them "
-            "(ids look like eca_resnet50-imagenet-top1)"
-        )
     run_id = resolve_run_id(_resume_checkpoint(config) if subcommand == "fit" else None)
     mode = wandb_mode(job)
     logger = None if mode == "disabled" else make_wandb_logger(run_id, job, mode)

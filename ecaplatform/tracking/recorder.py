@@ -93,12 +93,8 @@ class RunRecorder(pl.Callback):
         name = hparams.get("model_name") or _find(self.config, "model", "model_name")
         return str(name) if name else type(pl_module).__name__
 
-    @staticmethod
-    def _datamodule(trainer: pl.Trainer) -> Any:
-        return getattr(trainer, "datamodule", None)
-
     def _fingerprint(self, trainer: pl.Trainer, split: str) -> dict[str, Any]:
-        datamodule = self._datamodule(trainer)
+        datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "fingerprint"):
             return {}
         try:
@@ -144,7 +140,7 @@ class RunRecorder(pl.Callback):
             return
         self._started = True
         commit, dirty = provenance.git_state()
-        datamodule = self._datamodule(trainer)
+        datamodule = trainer.datamodule
         device = trainer.strategy.root_device
         accelerator = device.type
         if device.type == "cuda":
@@ -254,7 +250,7 @@ class RunRecorder(pl.Callback):
             self.engine,
             self.run_id,
             model_name=self._model_name(pl_module),
-            dataset=fingerprint.get("dataset") or getattr(self._datamodule(trainer), "dataset_name", None) or "unknown",
+            dataset=fingerprint.get("dataset") or getattr(trainer.datamodule, "dataset_name", None) or "unknown",
             split=split,
             top1=metrics.get(f"{split}_top1"),
             top5=metrics.get(f"{split}_top5"),
