@@ -119,6 +119,13 @@ def test_missing_data_root_names_the_path_and_layout(tmp_path: Path, capsys: pyt
     assert "<root>/train/<wnid>/*.JPEG" in err
 
 
+def test_unknown_claim_is_rejected_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["fit", "--config", str(DEMO), "--job.claim", "eca_resnet51-imagenet-top1", *QUICK]
+    assert main([*args, "--trainer.default_root_dir", str(tmp_path / "run")]) == 1
+    assert "job.claim: 'eca_resnet51-imagenet-top1' is not a claim id" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was built or written
+
+
 def test_validate_refuses_random_weights(capsys: pytest.CaptureFixture) -> None:
     assert main(["validate", "--config", str(DEMO)]) == 1
     assert "refuses to evaluate randomly initialised weights" in capsys.readouterr().err
