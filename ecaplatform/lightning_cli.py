@@ -79,6 +79,26 @@ def expand_config_args(args: Sequence[str]) -> list[str]:
     return [*expanded, "--extends=null"] if len(expanded) > len(args) else expanded
 
 
+ARCHITECTURE_HPARAMS = ("model_name", "model_kwargs")  # what decides the network a checkpoint's weights fit
+
+
+def check_ckpt_file(path: str, model: Any, trust_hparams: bool = False) -> None:
+    """Refuse a --ckpt_path that cannot be read safely, is not one of our Lightning checkpoints, or holds another
+    model than the job's `model` section (unless `trust_hparams`): one line, before anything is built."""
+    from ecaplatform.models.checkpoint import read_checkpoint
+
+    checkpoint = read_checkpoint(path)  # weights_only: a file that would run code is refused here, in one line
+    if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
+        raise CLIConfigError(f"--ckpt_path {path} is not a Lightning checkpoint written by `eca fit`; released "
+                             "weights (.pth.tar) go in --model.checkpoint")
+    saved = checkpoint.get("hyper_parameters") or {}
+    theirs = {key: saved.get(key) for key in ARCHITECTURE_HPARAMS}
+    ours = {key: model.get(key) for key in ARCHITECTURE_HPARAMS}
+    if not trust_hparams and theirs != ours:
+        raise CLIConfigError(f"--ckpt_path {path} holds {theirs} but the job's model is {ours}; give a checkpoint "
+                             "of the job's model, or pass --trust_ckpt_hparams true to score the checkpoint's own")
+
+
 def batch_size_of(batch: Any) -> int:
     """Images in an (images, targets) batch, for ThroughputMonitor."""
     return len(batch[1])
@@ -114,9 +134,16 @@ class EcaLightningCLI(LightningCLI):
         parser.add_class_arguments(ModelCheckpoint, "checkpoint", instantiate=False)
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_argument("--trust_ckpt_hparams", type=bool, default=False,
+                            help="score --ckpt_path's own model (its saved model_name, model_kwargs) even where the "
+                                 "job names another; by default such a checkpoint is refused")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, expand_config_args(args) if isinstance(args, list) else args)
+        # Before Lightning reads --ckpt_path (it would replace the job's model with the checkpoint's, silently).
+        config = self.config.get(str(self.config.get("subcommand")))
+        if config is not None and config.get("ckpt_path") and Path(config.ckpt_path).is_file():
+            check_ckpt_file(config.ckpt_path, config.model, trust_hparams=config.trust_ckpt_hparams)
 
     # --- before anything is built: fill run-specific defaults, refuse what cannot work ----------------------------
     def before_instantiate_classes(self) -> None:

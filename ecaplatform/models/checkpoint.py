@@ -50,11 +50,13 @@ def read_checkpoint(path: str | Path) -> object:
                 f"Only tensors, dicts, lists and numbers are accepted; re-save just the state_dict from a "
                 f"trusted environment.") from None
         reason = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", message, re.DOTALL)
-        raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint "
+        raise CheckpointError(f"could not read {str(path)!r}: it is not a file written by torch.save "
                               f"({reason.group(1).strip() if reason else message.splitlines()[0]})") from None
     except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint "
-                              f"(note: a .pth.tar file is a torch.save file, not a tar archive): {err}") from err
+        first = str(err).split(". ")[0].strip() or type(err).__name__  # torch appends paragraphs of advice
+        raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint: it is truncated or corrupted "
+                              f"({first}); copy it again (a .pth.tar file is a torch.save file, not a tar archive)"
+                              ) from None
 
 
 def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
