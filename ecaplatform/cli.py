@@ -6,6 +6,7 @@ Imports are lazy so that `eca models` does not pay for Lightning, and `eca claim
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # subcommand -> ("module", "function", one-line help). Each function takes argv (list[str]) and returns an exit code.
@@ -44,8 +45,46 @@ def main(argv: list[str] | None = None) -> int:
     func = getattr(importlib.import_module(module_name), func_name)
     # fit/validate/test hand the subcommand itself on to LightningCLI; the others get only their options.
     rest = args if module_name == "ecaplatform.lightning_cli" else args[1:]
-    code = func(rest)
+    try:
+        code = func(rest)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is answered below, not by a traceback
+    except BrokenPipeError:
+        return _stdout_closed()
+    except Exception as err:
+        problem = _store_problem(err)
+        if problem is None:
+            raise
+        print(f"eca {name}: error: {problem}", file=sys.stderr)
+        return 1
     return int(code or 0)
+
+
+# 128 + SIGPIPE: what a shell reports for any program whose reader went away (`yes | head -1`), so
+# `set -o pipefail` treats `eca models | head -1` like every other tool; there is nothing to report on stderr.
+EXIT_BROKEN_PIPE = 141
+
+
+def _stdout_closed() -> int:
+    """The reader of our stdout has gone (`eca models | head -1`): stop quietly. Whatever is still buffered
+    goes to /dev/null, so that Python's own flush at exit does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor behind sys.stdout (e.g. under a test)
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def _store_problem(err: BaseException) -> str | None:
+    """The message of a StoreError that `err` is or was raised from (the run store, misconfigured or out of
+    reach, reached from a subcommand that does not name it itself, e.g. through the recorder of `eca fit`)."""
+    store = sys.modules.get("ecaplatform.tracking.store")  # not imported: then it cannot be a store problem
+    seen: BaseException | None = err
+    while store is not None and seen is not None:
+        if isinstance(seen, store.StoreError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ count matches `trainer.devices` (Lightning only detects a SLURM job when they ag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,14 +122,23 @@ def sbatch_script(
         f"--output={log_dir.resolve() / f'{job.spec.name}-%j.out'}",
     ]
     exports = {"ECA_RUN_ID": run_id}
-    for name in ("ECA_DB_URL", "WANDB_MODE", "WANDB_DIR", "XDG_DATA_HOME"):
+    for name in ("WANDB_MODE", "WANDB_DIR", "XDG_DATA_HOME"):
         if os.environ.get(name):
             exports[name] = os.environ[name]
     run = [*eca_command(), command, "--config", str(job.path.resolve()), *overrides]
     lines = ["#!/bin/bash", *(f"#SBATCH {d}" for d in directives), "", "set -euo pipefail"]
+    lines.append(f"# run store: {shown_store_url()}; ECA_DB_URL (and its password) reach the job through the "
+                 "environment sbatch passes on, never this file")  # fmt: skip
     lines += [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
     lines += [f"cd {shlex.quote(str(workdir.resolve()))}", f"srun {shlex.join(run)}", ""]
     return "\n".join(lines)
+
+
+def shown_store_url() -> str:
+    """The store's URL as it may be printed or written down: any password replaced by ***."""
+    from ecaplatform.tracking.store import db_url, display_url
+
+    return display_url(db_url())
 
 
 def _job_environment(*, for_sbatch: bool) -> dict[str, str]:
@@ -153,14 +165,17 @@ def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path, overrides: 
     log_dir.mkdir(parents=True, exist_ok=True)
     script_path = log_dir / f"{job.spec.name}-{run_id}.sbatch"
     script_path.write_text(sbatch_script(job, command, run_id, log_dir, Path.cwd(), overrides))
-    script_path.chmod(0o600)  # may hold ECA_DB_URL
+    script_path.chmod(0o600)
 
     engine = writer_engine()
     # Queued before sbatch: the job may start (and mark itself running) before sbatch even returns.
     upsert_run(engine, run_id, job_name=job.spec.name, claim_id=job.spec.claim, command=command,
                model_name=job.config["model"]["model_name"], status="queued", config=job.config)  # fmt: skip
-    proc = subprocess.run(["sbatch", "--parsable", str(script_path)], capture_output=True, text=True,
-                          env=_job_environment(for_sbatch=True))  # fmt: skip
+    # The store's URL goes through the job's environment, never the script: --export=ALL (also where a site
+    # defaults to less) hands the job this environment, and SLURM keeps it for a requeued job. It is then
+    # readable only by the user's own processes and SLURM's administrators.
+    proc = subprocess.run(["sbatch", "--parsable", "--export=ALL", str(script_path)], capture_output=True,
+                          text=True, env=_job_environment(for_sbatch=True))  # fmt: skip
     if proc.returncode != 0:
         finish_run(engine, run_id, "failed", error=f"sbatch failed: {proc.stderr.strip()}")
         raise JobFileError(f"sbatch {script_path} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -176,10 +191,92 @@ def local_command(job: Job, command: str, overrides: Sequence[str] = ()) -> list
     return [*eca_command(), command, "--config", str(job.path), *overrides]
 
 
+# SIGHUP (the terminal went away) becomes SIGTERM: Lightning stops on that gracefully and records the run.
+FORWARDED_SIGNALS = {signal.SIGTERM: signal.SIGTERM, signal.SIGINT: signal.SIGINT, signal.SIGHUP: signal.SIGTERM}
+
+
 def run_local(job: Job, command: str, run_id: str, overrides: Sequence[str] = ()) -> int:
-    """`eca <command> --config JOB` in a child process, its output streaming straight through."""
+    """`eca <command> --config JOB` in a child process, its output streaming straight through. SIGTERM, SIGINT
+    and SIGHUP sent to `eca submit` are passed on to the child; a child that dies without recording its run's
+    end (kill -9, the OOM killer, a signal before training started) has it recorded here. Returns the child's
+    exit code, 128 + N for a child killed by (or stopped after) signal N, as a shell reports it."""
     env = {**_job_environment(for_sbatch=False), "ECA_RUN_ID": run_id}
-    return subprocess.run(local_command(job, command, overrides), env=env).returncode
+    # A session of its own: a ^C in the terminal then reaches the child once, through us, not twice (Lightning
+    # stops gracefully on the first signal, not on a second one in the middle of that).
+    child = subprocess.Popen(local_command(job, command, overrides), env=env, start_new_session=True)
+    forwarded: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        forwarded.append(FORWARDED_SIGNALS[signal.Signals(signum)])
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(forwarded[-1])
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    try:
+        code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    record_child_end(run_id, code, forwarded)
+    if code == 0 and forwarded:  # stopped, not finished: say so as a shell would (Lightning may exit 0 on SIGTERM)
+        return 128 + forwarded[0]
+    return code if code >= 0 else 128 - code
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def record_child_end(run_id: str, code: int, forwarded: Sequence[int] = ()) -> str | None:
+    """If the run is still queued or running after its process exited, end it with what the exit code says
+    (failed, or interrupted when we passed a signal on); returns the error written, None if nothing was."""
+    from ecaplatform.tracking.schema import Run
+    from ecaplatform.tracking.store import make_engine, session_scope, writer_engine
+    from ecaplatform.tracking.writes import finish_run
+
+    try:
+        with session_scope(make_engine(readonly=True)) as session:  # read-only: never create a store here
+            run = session.get(Run, run_id)
+            status = run.status if run is not None else None
+    except Exception:  # no store yet, or not reachable: the child recorded nothing either
+        return None
+    if status not in ("queued", "running"):
+        return None  # it recorded its own end (or never started a run)
+    ended = "interrupted" if forwarded else "failed"
+    if code < 0:
+        error = f"killed by {signal_name(-code)} (signal {-code}) before it could record its end"
+        if -code == signal.SIGKILL and not forwarded:
+            error += "; out of memory? the kernel's OOM killer sends SIGKILL (see `dmesg`), as does kill -9"
+    else:
+        error = f"exited with code {code} before it could record its end"
+    if forwarded:
+        error += f" (after eca submit passed on {', '.join(signal_name(s) for s in forwarded)})"
+    try:
+        finish_run(writer_engine(), run_id, ended, error=f"eca submit: {error}")
+    except Exception as exc:
+        print(f"eca submit: could not record how run {run_id} ended ({exc}); `eca runs --show {run_id}` "
+              "may still say it runs", file=sys.stderr)  # fmt: skip
+        return None
+    return error
+
+
+def continued_run(job: Job, command: str) -> str | None:
+    """The run a `fit --ckpt_path FILE|last|best` continues (the id its checkpoint holds), else None."""
+    from ecaplatform.tracking.provenance import check_run_id, run_id_from_checkpoint
+
+    ckpt_path = job.config.get("ckpt_path")
+    if command != "fit" or not isinstance(ckpt_path, str) or not Path(ckpt_path).is_file():
+        return None
+    stored = run_id_from_checkpoint(ckpt_path, "RunRecorder")
+    try:
+        return check_run_id(stored, f"{ckpt_path}: the run id it holds,") if stored else None
+    except ValueError as err:
+        raise JobFileError(str(err)) from None
 
 
 def submit_main(argv: list[str]) -> int:
@@ -201,10 +298,14 @@ def submit_main(argv: list[str]) -> int:
         job = load_job(args.job, args.command, overrides)
         check_submission(job)
         args.command = args.command or job.spec.command  # a verification job says validate; --command wins
+        # A resumed fit continues its run: the child's ECA_RUN_ID must be that run's, not a new one.
+        resumed = continued_run(job, args.command)
     except JobFileError as exc:
         print(f"eca submit: {exc}; nothing was submitted", file=sys.stderr)
         return 2
-    run_id = new_run_id()
+    run_id = resumed or new_run_id()
+    if resumed:
+        print(f"eca submit: continuing run {run_id} from {job.config['ckpt_path']}", flush=True)
     if job.spec.launcher == "slurm":
         if args.dry_run:
             print(sbatch_script(job, args.command, run_id, args.log_dir, Path.cwd(), overrides))

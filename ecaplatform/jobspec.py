@@ -7,11 +7,33 @@ with the field's name.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 Command = Literal["fit", "validate", "test"]
 COMMANDS: tuple[str, ...] = get_args(Command)  # what `eca submit` can run, and `eca fit|validate|test`
+
+# Job names and run ids become folder names (runs/<job>/<run id>/), SLURM job names and W&B run ids: one safe
+# path component each, no separator, no "..", no leading dot. Run ids fit the store's 40-character column.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+JOB_NAME_MAX_CHARS = 64
+RUN_ID_MAX_CHARS = 40
+
+
+class UnsafeIdentifierError(ValueError):
+    """A job name or run id that cannot safely name a folder; the message names the setting."""
+
+
+def check_identifier(value: object, setting: str, max_chars: int) -> str:
+    """`value` if it is a safe name (letters, digits, '.', '_', '-', starting with a letter or digit, no '..',
+    at most `max_chars`), else UnsafeIdentifierError naming `setting` (e.g. "job.name", "ECA_RUN_ID")."""
+    if isinstance(value, str) and len(value) <= max_chars and _SAFE_NAME.fullmatch(value) and ".." not in value:
+        return value
+    raise UnsafeIdentifierError(
+        f"{setting} {value!r} cannot name a folder: use 1 to {max_chars} letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit, without '..'"
+    )
 
 
 @dataclass

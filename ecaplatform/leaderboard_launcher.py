@@ -12,9 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
-from ecaplatform.tracking.store import ENV_VAR, db_url
+from ecaplatform.tracking.store import ENV_VAR, StoreError, display_url, parse_url
 
 DEFAULT_PORT = 8501
 
@@ -67,13 +65,18 @@ def main(argv: list[str] | None = None) -> int:
         print("eca leaderboard: the `leaderboard` package is not installed; `pip install -e .` in a checkout of the "
               "repository installs it", file=sys.stderr)  # fmt: skip
         return 2
+    try:
+        store_url = parse_url(args.db_url)  # no URL, or another database: said here, not on every page
+    except StoreError as exc:
+        print(f"eca leaderboard: {'--db-url: ' if args.db_url else ''}{exc}", file=sys.stderr)
+        return 2
     if args.db_url:
         os.environ[ENV_VAR] = args.db_url
     command = build_command(app, args.port, args.address, extra)
     if args.dry_run:
         print(" ".join(command))
         return 0
-    shown_url = make_url(db_url()).render_as_string(hide_password=True)
+    shown_url = display_url(store_url)  # the password hidden, here and on every page
     print(f"ECA-Net leaderboard: http://{args.address}:{args.port} (store {shown_url}, opened read-only)", flush=True)
     os.execv(command[0], command)  # replaces this process: Ctrl-C and kill reach Streamlit directly
     return 0  # not reached

@@ -2,14 +2,16 @@
 
 What it adds to Lightning's CLI, through its public hooks only: a `job:` section (JobSpec); `extends: base.yaml`
 (the job read on top of a recipe, as if both were given to `--config`); `model.num_classes` linked to the data;
-checkpoints in runs/<job.name>/checkpoints/{last,best}.ckpt, so `--ckpt_path last|best` work; the run's tracking
-(`tracking_for_run`); `validate`/`test` refusing random weights; a check mode (`check_job`: parse, build the model
-and data module, no Trainer) that `eca submit` uses; one-line errors instead of tracebacks.
+a folder per run, runs/<job.name>/<run id>/ (checkpoints/{best,last}.ckpt, csv/), so that `--ckpt_path last|best`
+name one run's file (`--from_run RUN`, else the newest); the run's tracking (`tracking_for_run`);
+`validate`/`test` refusing random weights; a check mode (`check_job`: parse, build the model and data module,
+no Trainer) that `eca submit` uses; one-line errors instead of tracebacks.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -22,15 +24,18 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ecaplatform.classifier import ImageClassifier, ModelConfigError
 from ecaplatform.datamodules import ClassificationDataModule, DataError
-from ecaplatform.jobspec import COMMANDS, JobSpec
+from ecaplatform.jobspec import COMMANDS, JOB_NAME_MAX_CHARS, JobSpec, check_identifier
 from ecaplatform.models import CheckpointError
+from ecaplatform.tracking.store import StoreError
 
 DEFAULT_RUNS_DIR = "runs"
-LIGHTNING_CKPT_WORDS = (None, "last", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
-USER_ERRORS = (ArgumentError, DataError, ModelConfigError, CheckpointError)
+LIGHTNING_CKPT_WORDS = (None, "hpc", "registry")  # --ckpt_path values Lightning resolves itself (not last/best)
+USER_ERRORS = (ArgumentError, DataError, ModelConfigError, CheckpointError, StoreError)
 CHECKPOINT_DEFAULTS = {"checkpoint.monitor": "val_top1", "checkpoint.mode": "max", "checkpoint.filename": "best",
                        "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
                        "checkpoint.enable_version_counter": False}  # fmt: skip
@@ -38,6 +43,12 @@ CHECKPOINT_DEFAULTS = {"checkpoint.monitor": "val_top1", "checkpoint.mode": "max
 
 class CLIConfigError(ValueError):
     """A combination of options the CLI cannot run; the message says what to pass instead."""
+
+
+@rank_zero_only
+def rank_zero_print(line: str) -> None:
+    """Print once, not once per DDP process (Lightning re-runs this command in each)."""
+    print(line, flush=True)
 
 
 # --- job files that extend a recipe -----------------------------------------------------------------------------
@@ -113,6 +124,8 @@ class _Checked(Exception):  # noqa: N818 - a signal, not an error: the check-onl
 class EcaLightningCLI(LightningCLI):
     def __init__(self, args: list[str], check_only: bool = False) -> None:
         self.check_only = check_only
+        self.run_id: str | None = None  # decided in before_instantiate_classes; the run folder is named after it
+        self.run_dir = Path(DEFAULT_RUNS_DIR)
         super().__init__(
             model_class=ImageClassifier,
             datamodule_class=ClassificationDataModule,
@@ -129,6 +142,9 @@ class EcaLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--extends", type=str | None, default=None,
                             help="a recipe YAML this job file is read on top of (relative to the job file)")
+        parser.add_argument("--from_run", type=str | None, default=None,
+                            help="the run whose checkpoint --ckpt_path last|best names (a run id); default: this "
+                                 "run's own (ECA_RUN_ID), else the job's run with the newest such file")
         parser.add_class_arguments(JobSpec, "job")
         # Built in instantiate_trainer, so that `trainer.enable_checkpointing: false` can leave it out.
         parser.add_class_arguments(ModelCheckpoint, "checkpoint", instantiate=False)
@@ -154,17 +170,27 @@ class EcaLightningCLI(LightningCLI):
             if config.job.claim not in (known := claim_ids()):
                 raise CLIConfigError(f"job.claim: {config.job.claim!r} is not a claim id; known ids look like "
                                      f"{known[0]!r} (`eca claims --json` lists them all)")
-        if config.trainer.default_root_dir is None:
-            config.trainer.default_root_dir = os.path.join(DEFAULT_RUNS_DIR, config.job.name)
-        if config.checkpoint.dirpath is None:
-            config.checkpoint.dirpath = os.path.join(config.trainer.default_root_dir, "checkpoints")
+        from ecaplatform.tracking import provenance, verification
+
+        try:
+            check_identifier(config.job.name, "job.name", JOB_NAME_MAX_CHARS)  # it names the job's folder
+            from_run = config.get("from_run")
+            if from_run is not None:
+                provenance.check_run_id(from_run, "--from_run")
+            verification.heartbeat_timeout_s()  # a bad ECA_HEARTBEAT_TIMEOUT_S fails now, not in a thread
+        except ValueError as err:
+            raise CLIConfigError(str(err)) from None
+        # default_root_dir is the job's folder; each run gets a folder of its own in it (see instantiate_trainer).
+        job_dir = Path(config.trainer.default_root_dir or os.path.join(DEFAULT_RUNS_DIR, config.job.name))
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path == "best":
-            # Lightning knows "best" only inside the fit that produced it; ours has a fixed name on disk.
-            best = Path(config.checkpoint.dirpath) / "best.ckpt"
-            if not best.is_file():
-                raise CLIConfigError(f"--ckpt_path best: {best} does not exist; train first or give a path")
-            config.ckpt_path = str(best)
+        if ckpt_path in ("last", "best"):
+            # Lightning knows "best" only inside the fit that produced it, and its "last" would search one folder.
+            source, path = self._named_checkpoint(job_dir, ckpt_path, from_run, config.checkpoint.dirpath)
+            config.ckpt_path = str(path)
+            if Path(path).is_file() and "trust_ckpt_hparams" in config:
+                check_ckpt_file(str(path), config.model, trust_hparams=config.trust_ckpt_hparams)
+            if not self.check_only:  # `eca submit` says which run it continues itself
+                rank_zero_print(f"eca {self.subcommand}: --ckpt_path {ckpt_path}: {source}: {path}")
         elif ckpt_path not in LIGHTNING_CKPT_WORDS and not Path(ckpt_path).exists():
             raise CLIConfigError(f"--ckpt_path {ckpt_path} does not exist; give a .ckpt file, 'last' or 'best'")
         if self.subcommand in ("validate", "test") and not ckpt_path and not config.model.checkpoint:
@@ -173,6 +199,45 @@ class EcaLightningCLI(LightningCLI):
                 "'last' or 'best') or --model.checkpoint (e.g. a released eca_resnet50_k3557.pth.tar); "
                 "it refuses to evaluate randomly initialised weights"
             )
+        from ecaplatform.tracking.integration import run_id_for
+
+        try:  # a fit that resumes a checkpoint continues that checkpoint's run (and its folder)
+            self.run_id = run_id_for(self.subcommand, {"ckpt_path": config.get("ckpt_path")})
+        except ValueError as err:
+            raise CLIConfigError(str(err)) from None
+        self.run_dir = job_dir / self.run_id
+
+    @staticmethod
+    def _named_checkpoint(job_dir: Path, which: str, from_run: str | None, dirpath: str | None) -> tuple[str, Path]:
+        """("run RUN_ID", file) that `--ckpt_path last|best` stands for: `--from_run`'s, else this run's own (a
+        requeued or resumed run, ECA_RUN_ID), else the job's run whose file is newest; in `checkpoint.dirpath` if
+        the job sets one (all its runs then share it)."""
+        from ecaplatform.tracking.provenance import run_id_from_environment
+
+        name = f"{which}.ckpt"
+        if dirpath is not None:
+            path = Path(dirpath) / name
+            if not path.is_file():
+                raise CLIConfigError(f"--ckpt_path {which}: {path} does not exist; train first or give a .ckpt path")
+            return "checkpoint.dirpath", path.absolute()
+        try:
+            own = run_id_from_environment()
+        except ValueError as err:
+            raise CLIConfigError(str(err)) from None
+        if from_run is None and own is not None and (job_dir / own / "checkpoints" / name).is_file():
+            from_run = own
+        if from_run is not None:
+            path = job_dir / from_run / "checkpoints" / name
+            if not path.is_file():
+                raise CLIConfigError(f"--ckpt_path {which} --from_run {from_run}: {path} does not exist; the job's "
+                                     f"runs are the folders in {job_dir}")  # fmt: skip
+            return f"run {from_run}", path.absolute()
+        found = [path for path in job_dir.glob(f"*/checkpoints/{name}") if path.is_file()]
+        if not found:
+            raise CLIConfigError(f"--ckpt_path {which}: no run in {job_dir} has a {name}; train first (eca fit), "
+                                 "or give a .ckpt path")  # fmt: skip
+        newest = max(found, key=lambda path: path.stat().st_mtime)
+        return f"run {newest.parent.parent.name}", newest.absolute()
 
     def resolved_config(self) -> dict[str, Any]:
         """The subcommand's config as plain data, as --print_config shows it, with the linked num_classes."""
@@ -181,7 +246,9 @@ class EcaLightningCLI(LightningCLI):
         return dumped
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer | None:
-        """The Trainer with our checkpoint callback, the run's tracking and a CSV log under the run folder.
+        """The Trainer in the run's own folder (runs/<job>/<run id>/, its default_root_dir), with checkpoints and a
+        CSV log there and the run's tracking. No two runs share a file, so a checkpoint's recorded sha256 stays
+        true and concurrent runs of one job never race on a log.
 
         Check mode builds no Trainer: `eca submit` may run on a login node without the job's GPUs.
         """
@@ -191,19 +258,28 @@ class EcaLightningCLI(LightningCLI):
 
         config = self.config_init[self.subcommand]
         trainer = config.trainer
+        run_dir = str(self.run_dir)
         callbacks = list(trainer.callbacks or []) if isinstance(trainer.callbacks, list) else [trainer.callbacks]
         callbacks = [c for c in callbacks if c is not None]
         if trainer.enable_checkpointing is not False:  # Lightning refuses a ModelCheckpoint when it is False
-            callbacks.append(ModelCheckpoint(**config.checkpoint.as_dict()))
-        tracking_callbacks, tracking_logger = tracking_for_run(self.subcommand, self.resolved_config(), config.job)
+            dirpath = os.path.join(run_dir, "checkpoints")
+            ckpt_path = config.get("ckpt_path")
+            if self.subcommand != "fit" and ckpt_path and Path(ckpt_path).is_file():
+                # An evaluation writes no checkpoint; where it reads one, the callbacks' saved state fits as it is.
+                dirpath = str(Path(ckpt_path).parent)
+            callbacks += checkpoint_callbacks(config.checkpoint.as_dict(), dirpath)
+        tracking_callbacks, tracking_logger = tracking_for_run(self.subcommand, self.resolved_config(), config.job,
+                                                               run_id=self.run_id)  # fmt: skip
         logger = trainer.logger
         if logger is not False:
             loggers = [] if logger in (None, True) else list(logger) if isinstance(logger, list) else [logger]
             if not loggers:  # the config asked for Lightning's default logger: a CSV one under the run folder
-                loggers.append(CSVLogger(save_dir=trainer.default_root_dir, name="csv"))
+                loggers.append(CSVLogger(save_dir=run_dir, name="csv"))
             if tracking_logger is not None:
                 loggers.append(tracking_logger)
             kwargs["logger"] = loggers
+        # Not written into the config: the recorded config (and its hash) stays the same for every run of a job.
+        kwargs["default_root_dir"] = run_dir
         return super().instantiate_trainer(callbacks=[*callbacks, *tracking_callbacks], **kwargs)
 
     def after_instantiate_classes(self) -> None:
@@ -214,23 +290,39 @@ class EcaLightningCLI(LightningCLI):
         trainer = self.trainer
         if not trainer.is_global_zero:
             return
-        lines = ["", "Run finished. Where things are:"]
-        checkpoint = trainer.checkpoint_callback
-        if isinstance(checkpoint, ModelCheckpoint):
-            lines.append(f"  checkpoints: {checkpoint.dirpath}")
-            if checkpoint.best_model_path:
+        lines = ["", f"Run {self.run_id} finished. Where things are:",
+                 f"  run folder:  {os.path.abspath(self.run_dir)}"]  # fmt: skip
+        checkpoints = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+        if checkpoints:
+            lines.append(f"  checkpoints: {checkpoints[0].dirpath}")
+        for checkpoint in checkpoints:  # the best one (by checkpoint.monitor), then the last epoch's
+            if checkpoint.monitor and checkpoint.best_model_path:
                 score = checkpoint.best_model_score
-                shown = f" (val_top1 {float(score):.2f})" if score is not None else ""
+                shown = f" ({checkpoint.monitor} {float(score):.2f})" if score is not None else ""
                 lines.append(f"  best:        {checkpoint.best_model_path}{shown}")
-            if checkpoint.last_model_path:
-                lines.append(f"  last:        {checkpoint.last_model_path}")
+            elif checkpoint.best_model_path:
+                lines.append(f"  last:        {checkpoint.best_model_path}")
         for logger in trainer.loggers:
             where = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
             if where is not None:
                 lines.append(f"  logs ({type(logger).__name__}): {os.path.abspath(where)}")
-        if isinstance(checkpoint, ModelCheckpoint):
-            lines.append(f"  resume:      eca fit --config <this job> --ckpt_path {checkpoint.dirpath}/last.ckpt")
+        if checkpoints:
+            lines.append(f"  resume:      eca fit --config <this job> --ckpt_path last --from_run {self.run_id}")
+            lines.append(f"  evaluate:    eca validate --config <this job> --ckpt_path best --from_run {self.run_id}")
         print("\n".join(lines), flush=True)
+
+
+def checkpoint_callbacks(options: dict[str, Any], default_dirpath: str) -> list[ModelCheckpoint]:
+    """The job's `checkpoint:` callback (best.ckpt by val top-1) and, for `save_last`, a second one that writes
+    last.ckpt at the end of EVERY epoch. Lightning 2.6's own save_last writes last.ckpt only when a top-k file
+    is written too, so it would hold the best epoch, and `--ckpt_path last` would redo the epochs after it."""
+    options = {**options, "dirpath": options.get("dirpath") or default_dirpath}
+    save_last = options.pop("save_last", None)
+    callbacks = [ModelCheckpoint(**options, save_last=False)]
+    if save_last:
+        callbacks.append(ModelCheckpoint(dirpath=options["dirpath"], filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+                                         monitor=None, save_top_k=1, enable_version_counter=False))  # fmt: skip
+    return callbacks
 
 
 def check_job(config_path: str | os.PathLike[str], subcommand: str,
@@ -290,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
     try:
         EcaLightningCLI(args=args)
+    except SIGTERMException:  # a SystemExit without a code: the run was stopped, it did not finish
+        return 128 + signal.SIGTERM
     except SystemExit as exit_:  # --help, --print_config
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except Exception as err:

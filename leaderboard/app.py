@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from leaderboard import render
+from ecaplatform.tracking.store import StoreError
+from leaderboard import queries, render
 
 st.set_page_config(page_title="ECA-Net leaderboard", page_icon=":trophy:", layout="wide")
 
@@ -20,4 +21,9 @@ pages = [
 ]
 page = st.navigation(pages)
 st.html(render.STYLE)  # a style-only block: applies to every page's tables and badges, takes no space
-page.run()
+try:
+    page.run()
+except queries.SchemaBehind as problem:  # an older schema than this code reads (a reader never migrates): one line
+    st.error(f"The leaderboard cannot show this store yet: {render.md(problem)}")
+except StoreError as problem:  # the store is unreachable, unreadable or misconfigured: say so in one line
+    st.error(f"The run store cannot be read: {render.md(problem)}")

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from ecaplatform.tracking.store import db_url
+from ecaplatform.tracking.store import StoreError, db_url, no_store_message, store_exists
 from leaderboard import queries
 
 CACHE_TTL_S = 5
@@ -25,14 +25,13 @@ def store_url() -> str:
 def _engine(url: str) -> Engine:
     engine = queries.open_readonly(url)
     if engine is None:  # never cached: an exception leaves nothing in st.cache_resource
-        raise FileNotFoundError(url)
+        raise StoreError(no_store_message(url))  # removed since engine_for looked: the page says so
     return engine
 
 
 def engine_for(url: str) -> Engine | None:
     """The shared read-only engine, or None while the SQLite file does not exist (checked on every call)."""
-    path = queries.sqlite_path(url)
-    if path is not None and not path.exists():
+    if not store_exists(url):
         return None
     return _engine(url)
 

@@ -12,19 +12,31 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 from sqlalchemy import Engine, func, inspect, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from ecaplatform.paper import paper_result
 from ecaplatform.tracking.claims import claims_file, read_claims
 from ecaplatform.tracking.schema import Claim, EpochMetric, Result, Run
-from ecaplatform.tracking.store import make_engine
-from ecaplatform.tracking.verification import ClaimStatus, display_order, evaluate_claims, status_of
+from ecaplatform.tracking.store import (  # display_url: password hidden, never raises
+    StoreError,
+    display_url,
+    reader_engine,
+    schema_behind,
+)
+from ecaplatform.tracking.verification import (
+    LOST,
+    ClaimStatus,
+    display_order,
+    evaluate_claims,
+    run_status,
+    run_status_expression,
+    status_of,
+)
 
 # What the store can look like to the app.
 STORE_OK = "ok"
@@ -79,35 +91,29 @@ class RunDetail:
     evidence_for: list[str]  # claims this run is the evidence for: "ECA-Net (ResNet-50) top-1 77.48 (Verified)"
 
 
-def display_url(url: str) -> str:
-    """The store URL as it may be shown on a page: without the password."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a SQLite URL, or None for other databases."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database:
-        return None
-    return Path(parsed.database).expanduser()
+class SchemaBehind(StoreError):
+    """The store is at an older schema than this version reads: every page says so in one line (a reader never
+    migrates; `eca db upgrade` or any `eca fit` does)."""
 
 
 def open_readonly(url: str) -> Engine | None:
-    """A read-only engine, or None when the SQLite file does not exist (the app then shows the claims YAML)."""
-    path = sqlite_path(url)
-    if path is not None and not path.exists():
-        return None
-    return make_engine(url, readonly=True)
+    """A read-only engine, or None when the SQLite file does not exist (the app then shows the claims YAML).
+    A store in a folder this user cannot write is read as it is (see `store.make_engine`)."""
+    return reader_engine(url)
 
 
 _engines_with_tables: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def has_tables(engine: Engine) -> bool:
-    """Whether the store has its tables. Only a yes is remembered: an empty store may be migrated at any time."""
+    """Whether the store has its tables, at the schema this version reads: SchemaBehind (schema_behind's one line)
+    when they are older. Only a yes is remembered: an empty or old store may be migrated at any time."""
     if engine not in _engines_with_tables:
         if not {Claim.__tablename__, Run.__tablename__, Result.__tablename__} <= set(inspect(engine).get_table_names()):
             return False
+        behind = schema_behind(engine)
+        if behind is not None:
+            raise SchemaBehind(behind)
         _engines_with_tables.add(engine)
     return True
 
@@ -167,9 +173,9 @@ def claims_board(engine: Engine | None, url: str) -> ClaimsBoard:
 
 # ------------------------------------------------------------------------------------------------- runs
 
-RUN_LIST_COLUMNS = (
+RUN_LIST_COLUMNS = (  # and the status to show (run_status_expression), selected as `status`
     Run.id,
-    Run.status,
+    Run.heartbeat_at,
     Run.job_name,
     Run.command,
     Run.model_name,
@@ -203,15 +209,29 @@ def duration_seconds(started: datetime | None, ended: datetime | None, now: date
     return max((end - started).total_seconds(), 0.0)
 
 
+def run_duration(
+    status: str,
+    started: datetime | None,
+    ended: datetime | None,
+    heartbeat: datetime | None,
+    now: datetime | None = None,
+) -> float | None:
+    """Wall time of a run shown with `status`: a lost run's ends at its last heartbeat (when its process stopped
+    reporting), or is unknown if it never beat; any other run's as `duration_seconds`."""
+    if status == LOST:
+        return duration_seconds(started, heartbeat) if heartbeat is not None else None
+    return duration_seconds(started, ended, now)
+
+
 def wandb_url(path: str | None, mode: str | None) -> str | None:
     """A link to the W&B run page for online runs (`entity/project/run_id`); None for offline runs."""
     if not path:
         return None
     if path.startswith(("http://", "https://")):
-        return path
+        return quote(path, safe=":/?#[]@!$&()*+,;=%~")  # quotes, spaces and <> never reach the page raw
     parts = path.strip("/").split("/")
     if mode == "online" and len(parts) == 3 and not path.startswith("/"):
-        entity, project, run_id = parts
+        entity, project, run_id = (quote(part, safe="") for part in parts)
         return f"https://wandb.ai/{entity}/{project}/runs/{run_id}"
     return None
 
@@ -224,9 +244,10 @@ def runs_frame(engine: Engine | None) -> pd.DataFrame:
     ]  # fmt: skip
     if engine is None or not has_tables(engine):
         return pd.DataFrame(columns=columns)
+    now = datetime.now(timezone.utc)  # one moment for the statuses and the durations
+    shown = run_status_expression(now=now).label("status")  # `lost` for a running run that stopped beating
     with engine.connect() as conn:
-        rows = conn.execute(select(*RUN_LIST_COLUMNS).order_by(Run.created_at.desc(), Run.id)).all()
-    now = datetime.now(timezone.utc)
+        rows = conn.execute(select(*RUN_LIST_COLUMNS, shown).order_by(Run.created_at.desc(), Run.id)).all()
     records = []
     for row in rows:
         commit = (row.git_commit or "")[:10]
@@ -243,7 +264,7 @@ def runs_frame(engine: Engine | None) -> pd.DataFrame:
                 "claim": row.claim_id or "",
                 "best_top1": row.best_top1,
                 "created_at": _aware(row.created_at),
-                "duration_s": duration_seconds(row.started_at, row.ended_at, now),
+                "duration_s": run_duration(row.status, row.started_at, row.ended_at, row.heartbeat_at, now),
                 "commit": commit,
                 "wandb": row.wandb_path or "",
                 "wandb_url": wandb_url(row.wandb_path, row.wandb_mode),
@@ -277,9 +298,13 @@ def run_detail(engine: Engine | None, run_id: str) -> RunDetail | None:
         if run is None:
             return None
         fields = {column.key: getattr(run, column.key) for column in inspect(Run).column_attrs}
-        for key in ("created_at", "started_at", "ended_at"):
+        for key in ("created_at", "started_at", "ended_at", "heartbeat_at"):
             fields[key] = _aware(fields[key])
-        fields["duration_s"] = duration_seconds(run.started_at, run.ended_at)
+        now = datetime.now(timezone.utc)
+        fields["stored_status"] = run.status
+        # `lost` for a running run that stopped beating; from its start or creation if it never beat, as on Runs.
+        fields["status"] = run_status(run.status, run.heartbeat_at, run.started_at or run.created_at, now=now)
+        fields["duration_s"] = run_duration(fields["status"], run.started_at, run.ended_at, run.heartbeat_at, now)
         fields["wandb_url"] = wandb_url(run.wandb_path, run.wandb_mode)
         results = pd.DataFrame.from_records(
             [

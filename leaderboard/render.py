@@ -1,23 +1,33 @@
-"""HTML for the tables whose text must be real text on the page (st.dataframe draws into a canvas).
+"""HTML for the tables whose text must be real text on the page (st.dataframe draws into a canvas), and the
+escaping every page uses.
 
-Everything from the store is escaped: run ids, job names and error messages are user input.
+Everything from the store is user input: run ids, job and model names, error messages, W&B paths, configs and
+claim fields may hold HTML or Markdown. The rule, for every page:
+- in HTML (st.html): `escape()` every value, and build links with `run_href`/`run_link` (URL-quoted, escaped);
+- in anything Streamlit renders as Markdown (st.markdown, st.caption, st.error/success/info, headers, metric
+  values, link labels, st.table cells): `md()` every value; never `unsafe_allow_html`;
+- otherwise only APIs that show text as text: st.code, st.dataframe, select options, chart data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from ecaplatform.tracking.verification import NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
+import pandas as pd
+
+from ecaplatform.tracking.verification import LOST, NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
 from leaderboard.queries import ClaimRow
 
 RUN_PAGE = "run"  # the Run page's url_path (see app.py)
 
 METRIC_LABELS = {"top1": "Top-1 Accuracy", "top5": "Top-5 Accuracy"}
 DATASET_LABELS = {"imagenet": "ImageNet"}
-# Claim statuses and run statuses share the badge colours: green good, red bad, blue in progress, grey nothing yet.
+# Claim statuses and run statuses share the badge colours: green good, red bad, blue in progress, grey nothing yet;
+# orange for a lost run (stored as running, its process stopped reporting: killed, out of memory, a lost node).
 STATUS_CLASSES = {
     VERIFIED: "verified",
     NOT_REPRODUCED: "not-reproduced",
@@ -28,6 +38,7 @@ STATUS_CLASSES = {
     "running": "running",
     "queued": "running",
     "interrupted": "unverified",
+    LOST: "lost",
 }
 
 STYLE = """
@@ -50,10 +61,47 @@ table.eca code { font-size: 0.85rem; }
 .eca-status.not-reproduced { background: #fee2e2; color: #991b1b; }
 .eca-status.unverified { background: #eef0f3; color: #4b5563; }
 .eca-status.running { background: #dbeafe; color: #1e40af; }
+.eca-status.lost { background: #ffedd5; color: #9a3412; }
+h3.eca-run-heading { font-size: 1.5rem; font-weight: 600; margin: 0.2rem 0 0.4rem 0; overflow-wrap: anywhere; }
+p.eca-run-summary { margin: 0 0 0.6rem 0; overflow-wrap: anywhere; }
 .delta-pos { color: #166534; }
 .delta-neg { color: #991b1b; }
 </style>
 """
+
+
+# Markdown that can start anywhere in a line (emphasis, code, links and images, math, Streamlit's :colour[...] and
+# :emoji: directives, tables), and what only starts a line (headings, lists, setext lines).
+_MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]$:~|])")
+_MARKDOWN_LINE_START = re.compile(r"^(\d*)([#+=.)-])(?=\s|$)")
+
+
+def md(value: Any) -> str:
+    """`value` as literal text inside Markdown: one line, every Markdown construct backslash-escaped, and HTML
+    escaped (Markdown shows `&lt;` as `<`), so Streamlit shows exactly the characters of the value."""
+    text = " ".join(str(value).split())
+    text = _MARKDOWN_INLINE.sub(r"\\\1", text)
+    text = _MARKDOWN_LINE_START.sub(r"\1\\\2", text)
+    return escape(text, quote=True)
+
+
+def md_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `frame` with every text cell through `md()`, for st.table (which renders cells as Markdown)."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if any(isinstance(value, str) for value in frame[column]):
+            frame[column] = [md(value) if isinstance(value, str) else value for value in frame[column]]
+    return frame
+
+
+def run_heading_html(run: Mapping[str, Any]) -> str:
+    """The run page's heading and one-line summary: id and status badge; job, command, model and data set."""
+    return (
+        f'<h3 class="eca-run-heading"><code>{escape(str(run["id"]))}</code> {status_badge(run["status"])}</h3>'
+        f'<p class="eca-run-summary"><strong>{escape(str(run["job_name"]))}</strong>: '
+        f"<code>eca {escape(str(run['command']))}</code> of <code>{escape(str(run['model_name']))}</code> on "
+        f"<code>{escape(str(run['dataset_name'] or '?'))}</code></p>"
+    )
 
 
 def run_href(run_id: str) -> str:
@@ -69,7 +117,7 @@ def run_link(run_id: str | None) -> str:
 
 def status_badge(status: str) -> str:
     css = STATUS_CLASSES.get(status, "unverified")
-    return f'<span class="eca-status {css}">{escape(status)}</span>'
+    return f'<span class="eca-status {css}">{escape(str(status))}</span>'
 
 
 def fmt_percent(value: float | None) -> str:

@@ -69,6 +69,7 @@ class RunSpec:
     config: dict = field(default_factory=dict)
     wandb_path: str | None = None
     wandb_mode: str | None = "offline"
+    heartbeat: datetime | None = None  # a queued or running run beats now unless given (an old beat: lost)
 
 
 def curve_values(epochs: int, final_top1: float) -> list[dict[str, float]]:
@@ -114,6 +115,10 @@ def run_rows(spec: RunSpec) -> list[object]:
         wandb_mode=spec.wandb_mode,
         best_top1=spec.top1,
     )
+    if spec.heartbeat is not None:
+        run.heartbeat_at = spec.heartbeat
+    elif spec.status in ("queued", "running") and hasattr(Run, "heartbeat_at"):
+        run.heartbeat_at = datetime.now(timezone.utc)  # alive: a running run that stopped beating shows as lost
     rows: list[object] = [run]
     final_top1 = spec.top1 if spec.top1 is not None else 50.0
     for epoch, metrics in enumerate(curve_values(spec.epochs, final_top1)):
@@ -224,3 +229,71 @@ def run_app(page: str | None = None, query: dict[str, str] | None = None) -> App
 def chart_data(at: AppTest) -> list[pd.DataFrame]:
     """The data behind each Vega-Lite (Altair) chart on the page."""
     return [convert_arrow_bytes_to_pandas_df(c.proto.datasets[0].data.data) for c in at.get("vega_lite_chart")]
+
+
+# ------------------------------------------------------------------------------------------ hostile data
+
+# What a careless or malicious writer may leave in the store: HTML that runs script when rendered raw, a backtick
+# that closes a Markdown code span, quotes that close an attribute, and a Markdown image that loads a tracker.
+XSS_TAG = "<img src=x onerror=alert(1)>"
+HOSTILE = f"x`'\"{XSS_TAG}"
+MARKDOWN_IMAGE = "![t](https://tracker.invalid/t.png)"
+HOSTILE_RUN_IDS = (HOSTILE, f"subset-{HOSTILE}", f"model-{HOSTILE}")
+
+
+def add_hostile_runs(engine: Engine) -> None:
+    """Three runs whose every text field is hostile, reaching every page: the evidence of the ResNet-50 top-1
+    claim (claims, compare and run pages), a subset result shown as a claim's note, and a failed run of a
+    hostile model with an error, W&B path, config and versions. Two claims get hostile labels and groups."""
+    from sqlalchemy import update
+
+    from ecaplatform.tracking.schema import Claim
+
+    evidence, subset, failed = HOSTILE_RUN_IDS
+    add_runs(
+        engine,
+        [
+            RunSpec(id=evidence, top1=77.6, top5=93.8, epochs=2, command="fit", job=f"{HOSTILE} {MARKDOWN_IMAGE}",
+                    wandb_path=f"ent/proj/{HOSTILE}", wandb_mode="online", config={HOSTILE: HOSTILE}),
+            RunSpec(id=subset, model="eca_resnet101", top1=80.0, samples_evaluated=500, split_size=500),
+            RunSpec(id=failed, model=HOSTILE, dataset=HOSTILE, status="failed", job=f"{HOSTILE} {MARKDOWN_IMAGE}",
+                    top1=10.0, epochs=2, wandb_path=HOSTILE, wandb_mode="offline"),
+        ],
+    )  # fmt: skip
+    with session_scope(engine) as session:
+        session.execute(
+            update(Result).where(Result.run_id == subset).values(dataset=HOSTILE, split=HOSTILE)
+        )
+        session.execute(
+            update(Run)
+            .where(Run.id.in_(HOSTILE_RUN_IDS))
+            .values(error=f"{HOSTILE} {MARKDOWN_IMAGE}\nsecond line", git_commit=HOSTILE, host=HOSTILE,
+                    accelerator=HOSTILE, checkpoint_path=HOSTILE, versions={HOSTILE: HOSTILE})
+        )  # fmt: skip
+        session.execute(
+            update(Claim).where(Claim.id == "eca_resnet50-imagenet-top1").values(label=f"{HOSTILE} {MARKDOWN_IMAGE}")
+        )
+        session.execute(
+            update(Claim).where(Claim.id == "eca_resnet152-imagenet-top1").values(backbone=HOSTILE, method=HOSTILE)
+        )
+
+
+# Elements whose text Streamlit shows as text, never as HTML or Markdown: st.dataframe (drawn in a canvas),
+# st.code, select options and Vega charts (whose tooltips escape HTML).
+PLAIN_TEXT_ELEMENTS = {"dataframe", "code", "selectbox", "multiselect", "vega_lite_chart", "text"}
+
+
+def unsafe_markup(at: AppTest) -> list[str]:
+    """Every element of the page that would render a hostile string as markup: HTML from the store in anything
+    but a plain-text element, or a Markdown image in anything Streamlit renders as Markdown (all but st.html)."""
+    found = []
+    for root in (at.main, at.sidebar):
+        for node in root:
+            if node.type in PLAIN_TEXT_ELEMENTS or node.proto is None:
+                continue
+            text = str(node.proto)
+            if XSS_TAG in text:
+                found.append(f"{node.type}: {text[:300]}")
+            elif node.type != "html" and MARKDOWN_IMAGE in text:
+                found.append(f"{node.type} (Markdown): {text[:300]}")
+    return found

@@ -96,3 +96,39 @@ def trainer_for(callbacks: list[Any], logger: Any, root: Any, max_epochs: int = 
         default_root_dir=str(root), enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, **kwargs,
     )  # fmt: skip
+
+
+# --- what Lightning logged per epoch, read back from the CSVLogger's files ------------------------------------------
+
+# What ImageClassifier logs once per epoch (its step-level train_loss_step and the throughput are not per-epoch).
+CLASSIFIER_EPOCH_METRICS = ("train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5", "val_samples")
+
+
+def csv_epoch_metrics(
+    files: list[Any], names: tuple[str, ...] = CLASSIFIER_EPOCH_METRICS
+) -> dict[tuple[int, str], float]:
+    """{(epoch, name): value} from the CSVLogger's metrics.csv files of one run (a resume adds a version_N); a
+    value logged twice for one epoch fails, so the caller sees doubled epochs."""
+    import csv
+
+    logged: dict[tuple[int, str], float] = {}
+    for path in files:
+        with open(path) as handle:
+            for row in csv.DictReader(handle):
+                for name in names:
+                    if row.get(name):
+                        key = (int(row["epoch"]), name)
+                        assert key not in logged, f"{key} logged twice in {files}"
+                        logged[key] = float(row[name])
+    return logged
+
+
+def store_epoch_metrics(run_id: str) -> dict[tuple[int, str], float]:
+    from sqlalchemy import select
+
+    from ecaplatform.tracking.schema import EpochMetric
+    from ecaplatform.tracking.store import session_scope, writer_engine
+
+    with session_scope(writer_engine()) as session:
+        rows = session.scalars(select(EpochMetric).where(EpochMetric.run_id == run_id))
+        return {(row.epoch, row.name): row.value for row in rows}

@@ -200,7 +200,7 @@ def test_demo_job_trains_saves_checkpoints_and_validates_best(tmp_path: Path, ca
     root = ["--trainer.default_root_dir", str(tmp_path / "demo")]
     assert main(["fit", "--config", str(DEMO), "--trainer.max_epochs", "1", *QUICK, *root]) == 0
     out = capsys.readouterr().out
-    checkpoints = tmp_path / "demo" / "checkpoints"
+    [checkpoints] = (tmp_path / "demo").glob("*/checkpoints")  # one run, one folder of its own
     assert (checkpoints / "best.ckpt").is_file() and (checkpoints / "last.ckpt").is_file()
     assert f"checkpoints: {checkpoints}" in out and "best.ckpt (val_top1" in out and "logs (CSVLogger)" in out
     assert main(["validate", "--config", str(DEMO), "--ckpt_path", "best", *QUICK, *root]) == 0
@@ -218,9 +218,9 @@ def test_fit_without_checkpointing_runs_and_saves_nothing(tmp_path: Path, capsys
 @pytest.mark.slow
 def test_fit_resumes_from_last_checkpoint_at_the_right_epoch_and_step(tmp_path: Path) -> None:
     root = ["--trainer.default_root_dir", str(tmp_path / "resume")]
-    last = tmp_path / "resume" / "checkpoints" / "last.ckpt"
     # "Stopped" after one epoch of two batches...
     assert main(["fit", "--config", str(DEMO), "--trainer.max_epochs", "1", *QUICK, *root]) == 0
+    [last] = (tmp_path / "resume").glob("*/checkpoints/last.ckpt")
     first = torch.load(last, weights_only=True, map_location="cpu")
     assert (first["epoch"], first["global_step"]) == (0, 2)
     # ...resumed with the job's longer schedule: it continues at epoch 1 / step 2 and does not redo epoch 0.
@@ -228,7 +228,7 @@ def test_fit_resumes_from_last_checkpoint_at_the_right_epoch_and_step(tmp_path: 
     second = torch.load(last, weights_only=True, map_location="cpu")
     assert second["global_step"] == 4
     assert second["lr_schedulers"][0]["last_epoch"] == 4  # the LR schedule resumed with it
-    rows = (tmp_path / "resume" / "csv" / "version_1" / "metrics.csv").read_text().splitlines()
+    rows = (last.parents[1] / "csv" / "version_1" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     logged = [dict(zip(header, row.split(","), strict=True)) for row in rows[1:]]
     assert {(row["epoch"], row["step"]) for row in logged} == {("1", "3")}  # epoch 1 only, steps 2-3
@@ -243,7 +243,8 @@ def test_fit_logs_training_throughput(tmp_path: Path) -> None:
             "16", "--job.wandb_mode", "disabled", "--trainer.enable_progress_bar", "false",
             "--trainer.default_root_dir", str(root)]  # fmt: skip
     assert main(args) == 0
-    rows = (root / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    [metrics] = root.glob("*/csv/version_0/metrics.csv")
+    rows = metrics.read_text().splitlines()
     header = rows[0].split(",")
     rates = [float(row.split(",")[header.index("train/device/samples_per_sec")]) for row in rows[1:]
              if row.split(",")[header.index("train/device/samples_per_sec")]]  # fmt: skip

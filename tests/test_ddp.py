@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -32,7 +33,8 @@ def validate(tmp_path: Path, name: str, root: Path, weights: Path, devices: int)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with (run_dir / "csv" / "version_0" / "metrics.csv").open() as handle:
+    [metrics_file] = run_dir.glob("*/csv/version_0/metrics.csv")  # run_dir holds this one run's folder
+    with metrics_file.open() as handle:
         (row,) = [r for r in csv.DictReader(handle) if r.get("val_top1")]
     return {key: float(value) for key, value in row.items() if key.startswith("val_")}, proc.stdout + proc.stderr
 
@@ -57,3 +59,80 @@ def test_two_rank_validation_counts_every_image_once_and_matches_one_rank(tmp_pa
     assert ddp["val_top5"] == single["val_top5"]
     assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-5)
     assert 0.0 < single["val_top5"] < 100.0  # the weights discriminate: the comparison is not vacuous
+
+
+# --- what the store records under DDP and across nodes -----------------------------------------------------------
+
+DEMO = REPO_ROOT / "jobs" / "demo_cpu.yaml"
+
+
+def eca_subprocess(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "ecaplatform", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def _store_runs() -> list[Any]:
+    from sqlalchemy import select
+
+    from ecaplatform.tracking.schema import Run
+    from ecaplatform.tracking.store import session_scope, writer_engine
+
+    with session_scope(writer_engine()) as session:
+        return list(session.scalars(select(Run)))
+
+
+@pytest.mark.slow
+def test_ddp_fit_records_each_epoch_as_lightning_logged_it_fresh_and_resumed(tmp_path: Path) -> None:
+    from recorder_helpers import CLASSIFIER_EPOCH_METRICS, csv_epoch_metrics, store_epoch_metrics
+
+    ddp = ["--config", str(DEMO), "--data.init_args.image_size", "16", "--trainer.limit_train_batches", "2",
+           "--trainer.limit_val_batches", "2", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+           "--trainer.strategy", "ddp", "--trainer.enable_progress_bar", "false",
+           "--trainer.enable_model_summary", "false", "--job.wandb_mode", "disabled"]  # fmt: skip
+    for extra in (["--trainer.max_epochs", "2"], ["--trainer.max_epochs", "3", "--ckpt_path", "last"]):
+        proc = eca_subprocess(["fit", *ddp, *extra], tmp_path)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "MEMBER: 2/2" in out, out[-3000:]
+
+    [run] = _store_runs()
+    assert (run.status, run.world_size) == ("succeeded", 2)
+    logged = csv_epoch_metrics(sorted((tmp_path / "runs").rglob("metrics.csv")))
+    assert len(logged) == 3 * len(CLASSIFIER_EPOCH_METRICS)
+    assert store_epoch_metrics(run.id) == logged
+
+
+@pytest.mark.slow
+def test_two_nodes_record_one_run_with_one_id_and_count_each_image_once(tmp_path: Path) -> None:
+    """Two node processes (1 device each) started by hand with torchrun-style variables, as a cluster's
+    launcher would on two hosts: one run in the store, every validation image counted once."""
+    from tests.services import free_port
+
+    root = make_imagenet_folder(tmp_path / "imagenet", classes=len(VAL_PER_CLASS), train_per_class=1,
+                                val_per_class=VAL_PER_CLASS, size=24)  # fmt: skip
+    model = create_model("eca_resnet18", num_classes=len(VAL_PER_CLASS))
+    weights = tmp_path / "eca_resnet18_k3577.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, weights)
+    args = ["validate", "--config", str(VERIFY_JOB), "--model.checkpoint", str(weights), "--data.root", str(root),
+            "--data.init_args.image_size", "16", "--data.init_args.num_workers", "0",
+            "--data.init_args.batch_size", "2", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+            "--trainer.num_nodes", "2", "--trainer.strategy", "ddp", "--trainer.enable_progress_bar", "false",
+            "--job.wandb_mode", "disabled"]  # fmt: skip
+    port = str(free_port())
+    nodes = [eca_subprocess(args, tmp_path, {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2",
+                                             "NODE_RANK": str(node)}) for node in (0, 1)]  # fmt: skip
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(out[-3000:] for out in outputs)
+
+    [run] = _store_runs()
+    assert (run.status, run.num_nodes, run.world_size) == ("succeeded", 2, 2)
+    from sqlalchemy import select
+
+    from ecaplatform.tracking.schema import Result
+    from ecaplatform.tracking.store import session_scope, writer_engine
+
+    with session_scope(writer_engine()) as session:
+        [result] = session.scalars(select(Result))
+    assert result.run_id == run.id and result.samples_evaluated == result.fingerprint["num_samples"] == 11
+    for node, out in enumerate(outputs):  # each node's log names the run it belongs to
+        assert f"eca validate: recording run {run.id} (node {node} of 2)" in out, out[-3000:]

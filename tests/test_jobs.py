@@ -52,7 +52,7 @@ def fake_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bin_dir.mkdir()
     marker = tmp_path / "sbatch-called"
     script = bin_dir / "sbatch"
-    inherited = "env | grep -E '^(SLURM_|WANDB_SERVICE)'"
+    inherited = "env | grep -E '^(SLURM_|WANDB_SERVICE|ECA_DB_URL)'"
     script.write_text(f'#!/bin/sh\necho "$@" > {marker}\n{inherited} >> {marker}\necho "4242;cluster"\n')
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -202,8 +202,8 @@ def test_local_submit_records_the_run_then_a_verification_run(
 
     assert eca(["submit", str(path)]) == 0
     run_id = capsys.readouterr().out.split("eca submit: run ")[1].split(":")[0]
-    best = tmp_path / "runs" / "tiny-local" / "checkpoints" / "best.ckpt"
-    assert eca(["submit", str(path), "--command", "validate", "--", "--ckpt_path", str(best)]) == 0
+    best = tmp_path / "runs" / "tiny-local" / run_id / "checkpoints" / "best.ckpt"  # the run's own folder
+    assert eca(["submit", str(path), "--command", "validate", "--", "--ckpt_path", "best"]) == 0  # the newest run's
 
     with session_scope(writer_engine()) as session:
         runs = {run.command: run for run in session.scalars(select(Run))}
@@ -240,8 +240,10 @@ def test_every_job_file_of_the_repository_passes_every_check(tmp_path: Path, pat
     verification job scores a (weights-only) checkpoint instead of the released file that is not here."""
     overrides = [] if path.stem == "demo_cpu" else ["--data.init_args.root", str(tiny_imagenet(tmp_path))]
     if path.name.startswith("verify_"):
-        dummy = tmp_path / "dummy.ckpt"
-        torch.save({}, dummy)
+        dummy = tmp_path / "dummy.ckpt"  # shaped like ours (the CLI refuses another model's or a foreign file)
+        torch.save({"pytorch-lightning_version": "2.6.0", "state_dict": {},
+                    "hyper_parameters": {"model_name": path.stem.removeprefix("verify_"), "model_kwargs": None}},
+                   dummy)  # fmt: skip
         overrides += ["--model.checkpoint", "null", "--ckpt_path", str(dummy)]
     job = load_job(path, overrides=overrides)
     check_submission(job)
@@ -249,3 +251,47 @@ def test_every_job_file_of_the_repository_passes_every_check(tmp_path: Path, pat
     model_name = job.config["model"]["model_name"]
     assert model_name in job.spec.name or path.stem == "demo_cpu"  # the demo trains eca_resnet18
     assert job.spec.command == ("validate" if path.name.startswith("verify_") else "fit")
+
+
+# --- secrets: the store's password never lands in a script, a dry run or a log ------------------------------------
+
+@pytest.mark.parametrize("secret_url", ["postgresql+psycopg://eca:s3cret-pw@db.example:5432/eca",
+                                        "postgresql+psycopg://eca@db.example/eca?password=s3cret-pw"])
+def test_the_store_password_is_never_in_the_sbatch_script_or_the_dry_run(
+    tmp_path: Path, fake_sbatch: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    secret_url: str,
+) -> None:
+    from ecaplatform.tracking import store
+
+    path = _write(tmp_path)
+    local_store = os.environ["ECA_DB_URL"]  # the queued record goes here; the job gets the URL as it was given
+    monkeypatch.setattr(store, "writer_engine", lambda url=None: store.make_engine(local_store, readonly=False))
+    store.ensure_schema(store.make_engine(local_store))
+    monkeypatch.setenv("ECA_DB_URL", secret_url)
+
+    assert eca(["submit", str(path), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "s3cret-pw" not in printed and "#SBATCH --nodes=2" in printed
+
+    job = load_job(path)
+    assert submit_slurm(job, "fit", "RUN5", tmp_path / "logs") == "4242"
+    script = (tmp_path / "logs" / "eca-r50-RUN5.sbatch").read_text()
+    assert "s3cret-pw" not in script and "srun " in script
+    # The job reaches the store through the environment sbatch hands it (and keeps for a requeued job).
+    environment = fake_sbatch.read_text()
+    assert "--export=ALL" in environment.splitlines()[0]
+    assert f"ECA_DB_URL={secret_url}" in environment
+
+
+# --- identifiers that become paths ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../../etc", "a/b", "..", ".hidden", "x" * 65, "with space"])
+def test_a_job_name_that_is_not_a_safe_folder_name_is_refused(
+    tmp_path: Path, fake_sbatch: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    path = _write(tmp_path, lambda c: c["job"].update(name=name))
+    assert eca(["submit", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "job.name" in err and repr(name) in err and err.count("\n") == 1, err
+    assert not fake_sbatch.exists()

@@ -7,11 +7,15 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from leaderboard_data import (
+    HOSTILE,
+    HOSTILE_RUN_IDS,
     RunSpec,
+    add_hostile_runs,
     add_runs,
     chart_data,
     claim_rows,
@@ -19,6 +23,7 @@ from leaderboard_data import (
     create_store,
     html_tables,
     run_app,
+    unsafe_markup,
 )
 
 from ecaplatform import leaderboard_launcher
@@ -171,6 +176,18 @@ def test_readonly_engine_refuses_writes(store, store_url: str) -> None:  # type:
     engine.dispose()
 
 
+def test_no_page_renders_html_or_markdown_from_the_store(store) -> None:  # type: ignore[no-untyped-def]
+    add_hostile_runs(store)
+    pages = [(None, None), ("views/runs.py", {}), ("views/compare.py", {}), ("views/run.py", {"run": HOSTILE + "?"})]
+    pages += [("views/run.py", {"run": run_id}) for run_id in HOSTILE_RUN_IDS]
+    unsafe = {f"{page} {query}": unsafe_markup(run_app(page, query)) for page, query in pages}
+    assert {page: found for page, found in unsafe.items() if found} == {}
+    # The hostile values are still there to read, as text: the evidence link carries the id URL-quoted.
+    rows = claim_rows(run_app())
+    evidence = next(row["Evidence"] for row in rows.values() if row["Evidence"][0] == HOSTILE)
+    assert evidence[1] == ["run?run=x%60%27%22%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E"]
+
+
 # ------------------------------------------------------------------------------------------ runs and run
 
 
@@ -184,7 +201,7 @@ def test_run_page_shows_learning_curves_results_and_provenance(store) -> None:  
     assert val_top1["epoch"].tolist() == [0, 1, 2, 3]
     assert val_top1["value"].iloc[-1] == pytest.approx(77.55)  # the curve ends at the recorded result
     assert val_top1["value"].is_monotonic_increasing
-    assert "run-fit" in at.markdown[0].value
+    assert any('<code>run-fit</code> <span class="eca-status verified">succeeded</span>' in h.value for h in at.html)
     assert any("ECA-Net (ResNet-50)" in s.value for s in at.success)  # evidence for the claim, said on the page
     provenance = {row["Field"][0]: row["Value"][0] for table in html_tables(at) for row in table if "Field" in row}
     assert provenance["Git commit"] == "0123456789abcdef0123456789abcdef01234567"
@@ -226,6 +243,45 @@ def test_runs_page_lists_and_filters_runs(store) -> None:  # type: ignore[no-unt
     assert (link.label, link.query_string) == ("Run run-demo", "run=run-demo")
 
 
+def test_a_running_run_that_stopped_beating_shows_lost_and_does_not_hold_its_claim(store) -> None:  # type: ignore[no-untyped-def]
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    last_beat = now - timedelta(hours=1)  # killed an hour ago: far past ECA_HEARTBEAT_TIMEOUT_S (300 s)
+    add_runs(
+        store,
+        [
+            RunSpec(id="run-lost", model="eca_mobilenet_v2", status="running", command="fit", job="train-mbv2",
+                    epochs=2, started=now - timedelta(hours=2), heartbeat=last_beat),
+            RunSpec(id="run-live", model="eca_resnet101", status="running", command="fit", job="train-r101",
+                    epochs=1, started=now - timedelta(minutes=30)),  # beats now
+        ],
+    )  # fmt: skip
+    at = run_app("views/runs.py", {})
+    listed = at.dataframe[0].value.set_index("run")
+    assert listed["status"].to_dict() == {"run?run=run-lost": "lost", "run?run=run-live": "running"}
+    assert listed.loc["run?run=run-lost", "duration"] == "1h 00m"  # up to its last heartbeat, not "so far"
+    assert "lost" in at.multiselect(key="runs_status").options  # offered even before any run is lost
+    at.multiselect(key="runs_status").set_value(["lost"]).run()
+    assert at.dataframe[0].value["run"].tolist() == ["run?run=run-lost"]
+    at.multiselect(key="runs_status").set_value(["running"]).run()
+    assert at.dataframe[0].value["run"].tolist() == ["run?run=run-live"]
+
+    at = run_app("views/run.py", {"run": "run-lost"})
+    assert any('<code>run-lost</code> <span class="eca-status lost">lost</span>' in h.value for h in at.html)
+    [warning] = at.warning
+    said = warning.value.replace("\\", "")
+    assert f"stopped reporting at {last_beat:%Y-%m-%d %H:%M:%S} UTC" in said and "out of memory" in said
+    assert "eca submit JOB -- --ckpt_path last" in said and "\n" not in warning.value
+    assert [m.value for m in at.metric if m.label == "Duration"] == ["1h 00m"]
+
+    at = run_app("views/run.py", {"run": "run-live"})
+    assert any('<code>run-live</code> <span class="eca-status running">running</span>' in h.value for h in at.html)
+    assert not at.warning
+
+    rows = claim_rows(run_app())
+    assert rows["ECA-Net (MobileNetV2)/Top-1 Accuracy"]["Status"][0] == "Unverified"  # lost: no longer Running
+    assert rows["ECA-Net (ResNet-101)/Top-1 Accuracy"]["Status"][0] == "Running"
+
+
 def test_compare_page_puts_ours_next_to_the_paper(store) -> None:  # type: ignore[no-untyped-def]
     add_runs(store, [RunSpec(id="run-r50", top1=77.52, top5=93.70)])
     at = run_app("views/compare.py", {})
@@ -262,6 +318,70 @@ def test_duration_of_finished_running_and_queued_runs() -> None:
 def test_display_url_hides_the_password() -> None:
     shown = queries.display_url("postgresql+psycopg://eca:s3cret@db.example/eca")
     assert "s3cret" not in shown and "db.example/eca" in shown
+
+
+EVERY_PAGE_QUERY = [(None, None), ("views/runs.py", {}), ("views/run.py", {"run": "run-a"}), ("views/compare.py", {})]
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql+psycopg://eca:s3cret-pw@127.0.0.1:{port}/eca", "cannot connect to the run store"),
+        ("sqlite:///{tmp}/notes.db", "is not a SQLite database"),
+    ],
+    ids=["unreachable PostgreSQL", "not a database"],
+)
+def test_a_store_that_cannot_be_read_is_one_line_on_every_page_without_the_password(
+    url: str, problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services import free_port
+
+    (tmp_path / "notes.db").write_text("my notes\n" * 50)
+    monkeypatch.setenv("ECA_DB_URL", url.format(port=free_port(), tmp=tmp_path))
+    for page, query in EVERY_PAGE_QUERY:
+        clear_app_caches()
+        at = run_app(page, query)
+        [error] = at.error
+        assert error.value.startswith("The run store cannot be read: ") and problem in error.value.replace("\\", "")
+        everything = "".join(str(node.proto) for node in at.main)
+        assert "s3cret-pw" not in everything and "Traceback" not in everything
+    assert (tmp_path / "notes.db").read_text() == "my notes\n" * 50
+
+
+def test_a_store_at_an_older_schema_is_one_line_on_every_page(store_url: str) -> None:
+    from sqlalchemy import insert
+
+    from ecaplatform.tracking.schema import Run
+    from ecaplatform.tracking.store import current_revision, make_engine, schema_behind, upgrade
+
+    engine = make_engine(store_url)
+    upgrade(engine, "0001_initial")  # written by an ecaplatform from before heartbeats; readers never migrate
+    with engine.begin() as conn:  # a run as that version recorded it: no heartbeat_at column
+        conn.execute(
+            insert(Run.__table__).values(id="run-a", job_name="old", command="fit", model_name="eca_resnet50",
+                                         status="running", created_at=datetime.now(timezone.utc), config={},
+                                         versions={}, num_nodes=1, world_size=1)
+        )  # fmt: skip
+    message = schema_behind(engine)
+    assert message is not None and "0001_initial" in message
+    tail = message.split(" is at schema ", 1)[1]  # schema_behind's message after the store's URL
+    for page, query in EVERY_PAGE_QUERY:
+        clear_app_caches()
+        at = run_app(page, query)  # no exception
+        [error] = at.error
+        said = error.value.replace("\\", "")
+        assert store_url.removeprefix("sqlite:///") in said and f" is at schema {tail}" in said
+        assert "\n" not in error.value
+        assert "Traceback" not in "".join(str(node.proto) for node in at.main)
+    assert current_revision(engine) == "0001_initial"  # looking did not migrate it
+    engine.dispose()
+
+
+def test_launcher_names_a_bad_store_url_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert leaderboard_launcher.main(["--db-url", "postgresql://eca:s3cret-pw@db:port/eca", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eca leaderboard: --db-url: ") and "is not a database URL" in err
+    assert len(err.strip().splitlines()) == 1 and "s3cret-pw" not in err
 
 
 # ------------------------------------------------------------------------------------------- launcher

@@ -5,17 +5,20 @@ Screenshots are kept in artifacts/ (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
-from leaderboard_data import RunSpec, add_runs, create_store
+from leaderboard_data import HOSTILE_RUN_IDS, XSS_TAG, RunSpec, add_hostile_runs, add_runs, create_store
 from services import free_port, stop_process
+from sqlalchemy import Engine
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO_ROOT / "artifacts"
@@ -48,21 +51,12 @@ def _wait_healthy(base_url: str, server: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"the leaderboard server did not answer within {SERVER_START_TIMEOUT_S}s:\n{log.read_text()}")
 
 
-@pytest.fixture
-def leaderboard_server(tmp_path: Path) -> Iterator[str]:
-    """`eca leaderboard --port N` on a store with a verifying run, a subset run and a run in progress."""
+@contextlib.contextmanager
+def serve_leaderboard(tmp_path: Path, fill: Callable[[Engine], None]) -> Iterator[str]:
+    """`eca leaderboard --port N` on a new store that `fill` writes; yields the server's base URL."""
     url = os.environ["ECA_DB_URL"]
     engine = create_store(url)
-    add_runs(
-        engine,
-        [
-            RunSpec(id="run-r50-verify", top1=77.52, top5=93.71, epochs=6, command="fit", job="train-eca_resnet50"),
-            RunSpec(
-                id="run-r101-subset", model="eca_resnet101", top1=79.1, samples_evaluated=5_000, split_size=5_000
-            ),
-            RunSpec(id="run-mbv2-live", model="eca_mobilenet_v2", status="running", command="fit", epochs=3),
-        ],
-    )
+    fill(engine)
     engine.dispose()
     port = free_port()
     log = tmp_path / "leaderboard.log"
@@ -81,6 +75,33 @@ def leaderboard_server(tmp_path: Path) -> Iterator[str]:
         yield base_url
     finally:
         stop_process(server)
+
+
+def _typical_runs(engine: Engine) -> None:
+    add_runs(
+        engine,
+        [
+            RunSpec(id="run-r50-verify", top1=77.52, top5=93.71, epochs=6, command="fit", job="train-eca_resnet50"),
+            RunSpec(
+                id="run-r101-subset", model="eca_resnet101", top1=79.1, samples_evaluated=5_000, split_size=5_000
+            ),
+            RunSpec(id="run-mbv2-live", model="eca_mobilenet_v2", status="running", command="fit", epochs=3),
+        ],
+    )
+
+
+@pytest.fixture
+def leaderboard_server(tmp_path: Path) -> Iterator[str]:
+    """`eca leaderboard --port N` on a store with a verifying run, a subset run and a run in progress."""
+    with serve_leaderboard(tmp_path, _typical_runs) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def hostile_leaderboard_server(tmp_path: Path) -> Iterator[str]:
+    """The server on a store whose run ids, job and model names, errors, W&B paths and claim labels hold HTML."""
+    with serve_leaderboard(tmp_path, add_hostile_runs) as base_url:
+        yield base_url
 
 
 @pytest.fixture
@@ -142,3 +163,21 @@ def test_claims_page_in_a_real_browser_then_the_evidence_run(leaderboard_server:
     page.locator("canvas, svg.marks").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1000)
     _screenshot(page, "leaderboard_compare.png")
+
+
+def test_html_in_the_store_stays_text_in_a_real_browser(hostile_leaderboard_server: str, browser_page) -> None:  # type: ignore[no-untyped-def]
+    page = browser_page
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    pages = {"": "table.eca", "runs": "canvas", "compare": "table.eca"}
+    pages |= {f"run?run={quote(run_id, safe='')}": "table.eca" for run_id in HOSTILE_RUN_IDS}
+    for path, ready in pages.items():
+        page.goto(f"{hostile_leaderboard_server}/{path}", wait_until="domcontentloaded")
+        page.locator(ready).first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)  # an injected <img src=x> would have failed to load and fired onerror by now
+        assert page.locator("img[src='x']").count() == 0, f"/{path}: an <img src=x> from the store is in the DOM"
+        assert page.locator("img[src*='tracker.invalid']").count() == 0, f"/{path}: a Markdown image from the store"
+        if path.startswith("run?"):
+            assert XSS_TAG in page.locator("body").inner_text(), f"/{path}: the hostile text should show as text"
+    _screenshot(page, "leaderboard_hostile_run.png")
+    assert dialogs == []

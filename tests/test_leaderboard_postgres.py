@@ -52,3 +52,17 @@ def test_empty_postgresql_database_shows_the_claims(fresh_postgres_url: str, mon
     rows = claim_rows(run_app())
     assert rows["ECA-Net (MobileNetV2)/Top-1 Accuracy"]["Claimed"][0] == "72.56"
     assert all(row["Status"][0] == "Unverified" for row in rows.values())
+
+
+def test_no_page_shows_the_password_of_the_store(fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    engine = create_store(fresh_postgres_url)
+    add_runs(engine, [RunSpec(id="pg-r50", top1=77.49, top5=93.60, epochs=2, command="fit")])
+    engine.dispose()
+    monkeypatch.setenv("ECA_DB_URL", fresh_postgres_url.replace("postgres@", "postgres:s3cret-pw@", 1))
+    for page, query in [(None, None), ("views/runs.py", {}), ("views/run.py", {"run": "pg-r50"}),
+                        ("views/run.py", {"run": "no-such-run"}), ("views/compare.py", {})]:  # fmt: skip
+        clear_app_caches()
+        at = run_app(page, query)
+        assert "s3cret-pw" not in "".join(str(node.proto) for node in at.main), page
+        if page is None:  # the claims page names the store it reads, password hidden
+            assert "postgres\\:\\*\\*\\*@127.0.0.1" in at.caption[0].value

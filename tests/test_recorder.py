@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
-from recorder_helpers import TinyClassifier, TinyData, tiny_config, trainer_for
+from recorder_helpers import (
+    CLASSIFIER_EPOCH_METRICS,
+    TinyClassifier,
+    TinyData,
+    csv_epoch_metrics,
+    store_epoch_metrics,
+    tiny_config,
+    trainer_for,
+)
 from sqlalchemy import select
 
 from ecaplatform.jobspec import JobSpec
@@ -16,6 +24,13 @@ from ecaplatform.tracking.provenance import file_sha256
 from ecaplatform.tracking.schema import EpochMetric, Result, Run
 from ecaplatform.tracking.store import session_scope, writer_engine
 from ecaplatform.tracking.writes import upsert_run
+from tests.conftest import REPO_ROOT
+
+DEMO = REPO_ROOT / "jobs" / "demo_cpu.yaml"
+# The real ImageClassifier on digits at 16 px, a few batches an epoch, no W&B: seconds per fit.
+QUICK_FIT = ["--data.init_args.image_size", "16", "--trainer.limit_train_batches", "2",
+             "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
+             "--trainer.enable_model_summary", "false", "--job.wandb_mode", "disabled"]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -161,3 +176,21 @@ def test_wandb_mode_is_offline_without_a_key_and_env_wins(monkeypatch: pytest.Mo
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert wandb_mode(JobSpec(wandb_mode="online")) == "offline"
     assert os.environ["WANDB_MODE"] == "offline"
+
+
+def test_per_epoch_metrics_are_what_the_real_classifier_logged_fresh_and_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ImageClassifier logs its train_* metrics in its own on_train_epoch_end, after the callbacks' hook: each
+    epoch's values in the store must still be that epoch's, as the CSVLogger wrote them, also across a resume."""
+    from ecaplatform.lightning_cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", str(DEMO), "--trainer.max_epochs", "2", *QUICK_FIT]) == 0
+    assert main(["fit", "--config", str(DEMO), "--trainer.max_epochs", "4", "--ckpt_path", "last", *QUICK_FIT]) == 0
+
+    [run] = _runs()
+    logged = csv_epoch_metrics(sorted((tmp_path / "runs").rglob("metrics.csv")))
+    assert {epoch for epoch, _ in logged} == {0, 1, 2, 3}  # the resume logged epochs 2 and 3 only
+    assert len(logged) == 4 * len(CLASSIFIER_EPOCH_METRICS)
+    assert store_epoch_metrics(run.id) == pytest.approx(logged, rel=0, abs=0)

@@ -36,7 +36,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def test_first_write_creates_the_schema_at_the_newest_revision(store_url: str) -> None:
     engine = writer_engine(store_url)
-    assert current_revision(engine) == head_revision() == "0001_initial"
+    assert current_revision(engine) == head_revision() is not None
     assert set(inspect(engine).get_table_names()) >= TABLES
     engine.dispose()
 
@@ -106,9 +106,9 @@ def test_eca_db_upgrade_creates_then_reports_up_to_date(
 ) -> None:
     monkeypatch.setenv("ECA_DB_URL", f"sqlite:///{tmp_path / 'new' / 'runs.db'}")
     assert eca(["db", "upgrade"]) == 0
-    assert "upgraded from empty to 0001_initial" in capsys.readouterr().out
+    assert f"upgraded from empty to {head_revision()}" in capsys.readouterr().out
     assert eca(["db", "upgrade"]) == 0
-    assert "already at 0001_initial" in capsys.readouterr().out
+    assert f"already at {head_revision()}" in capsys.readouterr().out
     assert eca(["db", "url"]) == 0
     assert capsys.readouterr().out.strip().endswith("new/runs.db")
 

@@ -90,3 +90,67 @@ def test_eca_claims_reports_the_evidence_run(capsys: pytest.CaptureFixture[str])
     record = next(r for r in json.loads(capsys.readouterr().out) if r["id"] == CLAIM)
     assert (record["status"], record["verified_value"], record["evidence_run_id"]) == (VERIFIED, 77.45, run_id)
     assert record["best_other_value"] == 79.0 and "each must count once" in record["best_other_reason"]
+
+
+# --- runs whose process is gone: `lost`, derived from the heartbeat when the store is read --------------------------
+
+
+def _age_heartbeat(run_id: str, seconds: float, *, none: bool = False) -> None:
+    """As if the run's process last beat `seconds` ago (or, an older run, never beat and started then)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from ecaplatform.tracking.schema import Run, utcnow
+
+    then = utcnow() - timedelta(seconds=seconds)
+    with session_scope(writer_engine()) as session:
+        session.execute(update(Run).where(Run.id == run_id).values(
+            heartbeat_at=None if none else then, started_at=then, created_at=then))  # fmt: skip
+
+
+def test_a_run_without_a_recent_heartbeat_is_lost_and_never_keeps_its_claim_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy import select
+
+    from ecaplatform.tracking.schema import Run
+    from ecaplatform.tracking.verification import LOST, run_status, run_status_expression
+
+    monkeypatch.setenv("ECA_HEARTBEAT_TIMEOUT_S", "60")
+    gone = _result(10.0, status="running")  # its process was killed (kill -9, OOM): it never recorded an end
+    _age_heartbeat(gone, 61)
+    assert _status().status == UNVERIFIED  # not Running: nothing is running for it any more
+    with session_scope(writer_engine()) as session:
+        run = session.get(Run, gone)
+        assert run.status == "running"  # the store keeps what the process wrote; `lost` is how it is read
+        assert run_status(run.status, run.heartbeat_at, run.started_at) == LOST
+        assert session.scalar(select(run_status_expression()).where(Run.id == gone)) == LOST
+        assert session.scalars(select(Run.id).where(run_status_expression() == LOST)).all() == [gone]
+
+    alive = _result(10.0, status="running")
+    _age_heartbeat(alive, 59)
+    assert _status().status == RUNNING
+    with session_scope(writer_engine()) as session:
+        run = session.get(Run, alive)
+        assert run_status(run.status, run.heartbeat_at, run.started_at) == "running"
+        shown = dict(session.execute(select(Run.id, run_status_expression())).all())
+        assert shown == {gone: LOST, alive: "running"}
+
+
+def test_a_running_run_recorded_before_heartbeats_is_lost_once_it_started_long_ago(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ecaplatform.tracking.schema import Run
+    from ecaplatform.tracking.verification import LOST, run_status
+
+    monkeypatch.setenv("ECA_HEARTBEAT_TIMEOUT_S", "60")
+    old = _result(10.0, status="running")
+    _age_heartbeat(old, 3600, none=True)
+    with session_scope(writer_engine()) as session:
+        run = session.get(Run, old)
+        assert run_status(run.status, run.heartbeat_at, run.started_at) == LOST
+    assert _status().status == UNVERIFIED
+    # Finished runs and queued SLURM jobs (which may wait days) are never lost.
+    for status in ("succeeded", "failed", "interrupted", "queued"):
+        assert run_status(status, None, None) == status

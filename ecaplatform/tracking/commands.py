@@ -1,4 +1,9 @@
-"""`eca claims`, `eca runs` and `eca db`: the store from the command line (no torch import)."""
+"""`eca claims`, `eca runs` and `eca db`: the store from the command line (no torch import).
+
+`eca claims`, `eca runs` and `eca db url|current` only read: they open the store read-only and never create it.
+`eca db upgrade` is the one writer here. A store problem (bad URL, server down, not a database, no access) is
+one line on stderr and exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,36 @@ import json
 import sys
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from ecaplatform.text_table import text_table
-from ecaplatform.tracking.claims import ClaimsFileError, ensure_claims
-from ecaplatform.tracking.schema import RUN_STATUSES, EpochMetric, Result, Run
-from ecaplatform.tracking.store import current_revision, db_url, head_revision, session_scope, upgrade, writer_engine
-from ecaplatform.tracking.verification import evaluate_claims
+from ecaplatform.tracking.claims import ClaimsFileError, ensure_claims, read_claims
+from ecaplatform.tracking.schema import Claim, EpochMetric, Result, Run
+from ecaplatform.tracking.store import (
+    StoreError,
+    current_revision,
+    display_url,
+    has_table,
+    head_revision,
+    make_engine,
+    no_store_message,
+    open_reader,
+    parse_url,
+    reader_engine,
+    schema_behind,
+    session_scope,
+    store_exists,
+    upgrade,
+)
+from ecaplatform.tracking.verification import (
+    SHOWN_RUN_STATUSES,
+    display_order,
+    evaluate_claims,
+    run_status,
+    run_status_expression,
+    status_of,
+)
 
 
 def _pct(value: float | None) -> str:
@@ -29,13 +56,20 @@ def claims_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     try:
-        engine = writer_engine()
-        ensure_claims(engine)
-    except ClaimsFileError as exc:
+        url = parse_url()
+        claims = display_order(Claim(**fields) for fields in read_claims())  # the claims file says which there are
+        engine = reader_engine(url)  # None: no store yet, and looking does not create one
+        if engine is None or not has_table(engine, Result.__tablename__):
+            statuses = [status_of(claim, []) for claim in claims]
+        else:
+            if behind := schema_behind(engine):
+                raise StoreError(behind)
+            with session_scope(engine) as session:
+                statuses = evaluate_claims(session, claims)
+            engine.dispose()
+    except (StoreError, ClaimsFileError) as exc:
         print(f"eca claims: {exc}", file=sys.stderr)
         return 1
-    with session_scope(engine) as session:
-        statuses = evaluate_claims(session)
     statuses = [
         s for s in statuses if (not args.public or s.claim.public) and (not args.model or s.claim.model == args.model)
     ]
@@ -65,48 +99,74 @@ def claims_main(argv: list[str]) -> int:
             [s.claim.label, s.claim.dataset, s.claim.metric, _pct(s.claim.claimed), measured, s.status, evidence]
         )
     print(text_table(["Claim", "Dataset", "Metric", "Claimed", "Measured", "Status", "Evidence"], rows))
-    print(f"\n{len(statuses)} claims; store: {engine.url.render_as_string(hide_password=True)}")
+    if engine is None:
+        print(f"\n{len(statuses)} claims, none verified: {no_store_message(url)}")
+    else:
+        print(f"\n{len(statuses)} claims; store: {display_url(url)}")
     return 0
 
 
 def runs_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="eca runs", description="Recorded runs, newest first.")
-    parser.add_argument("--status", choices=RUN_STATUSES, help="only runs with this status")
+    parser.add_argument("--status", choices=SHOWN_RUN_STATUSES,
+                        help="only runs with this status (lost: running, but its process stopped reporting)")
     parser.add_argument("--model", help="only runs of this registry model")
     parser.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
     parser.add_argument("--show", metavar="RUN_ID", help="everything recorded about one run, as JSON")
     args = parser.parse_args(argv)
 
-    engine = writer_engine()
-    with session_scope(engine) as session:
-        if args.show:
-            run = session.get(Run, args.show)
-            if run is None:
-                print(f"eca runs: no run with id {args.show!r}; `eca runs` lists the ids", file=sys.stderr)
-                return 1
-            print(json.dumps(run_details(session, run), indent=2, default=str))
-            return 0
-        query = select(Run).order_by(Run.created_at.desc(), Run.id).limit(args.limit)
-        if args.status:
-            query = query.where(Run.status == args.status)
-        if args.model:
-            query = query.where(Run.model_name == args.model)
-        runs = session.scalars(query).all()
-        rows = [
-            [
-                run.id, run.job_name, run.command, run.model_name, run.dataset_name, run.status,
-                _pct(run.best_top1), run.slurm_job_id, f"{run.created_at:%Y-%m-%d %H:%M}" if run.created_at else "",
-            ]  # fmt: skip
-            for run in runs
-        ]
+    try:
+        engine = open_reader()
+        try:
+            rows = _runs(engine, args)
+        finally:
+            engine.dispose()
+    except StoreError as exc:
+        print(f"eca runs: {exc}", file=sys.stderr)
+        return 1
+    if rows is None:
+        print(f"eca runs: no run with id {args.show!r}; `eca runs` lists the ids", file=sys.stderr)
+        return 1
+    if args.show:
+        return 0
     headers = ["Run", "Job", "Command", "Model", "Data", "Status", "Best top-1", "SLURM", "Created (UTC)"]
     print(text_table(headers, rows))
     return 0
 
 
+def _runs(engine: Engine, args: argparse.Namespace) -> list[list[Any]] | None:
+    """The listing's rows, or for --show print the run and return [] (None: no such run)."""
+    if not has_table(engine, Run.__tablename__):  # a database nobody has migrated yet: no runs
+        return None if args.show else []
+    behind = schema_behind(engine)
+    if behind:
+        raise StoreError(behind)
+    with session_scope(engine) as session:
+        if args.show:
+            run = session.get(Run, args.show)
+            if run is None:
+                return None
+            print(json.dumps(run_details(session, run), indent=2, default=str))
+            return []
+        shown = run_status_expression()
+        query = select(Run, shown).order_by(Run.created_at.desc(), Run.id).limit(args.limit)
+        if args.status:
+            query = query.where(shown == args.status)
+        if args.model:
+            query = query.where(Run.model_name == args.model)
+        return [
+            [
+                run.id, run.job_name, run.command, run.model_name, run.dataset_name, status,
+                _pct(run.best_top1), run.slurm_job_id, f"{run.created_at:%Y-%m-%d %H:%M}" if run.created_at else "",
+            ]  # fmt: skip
+            for run, status in session.execute(query)
+        ]
+
+
 def run_details(session: Session, run: Run) -> dict[str, Any]:
     """One run with its provenance, per-epoch metrics and results, as plain data."""
     details = {column.name: getattr(run, column.name) for column in Run.__table__.columns}
+    details["status"] = run_status(run.status, run.heartbeat_at, run.started_at)  # `lost` when it stopped beating
     metrics = session.scalars(select(EpochMetric).where(EpochMetric.run_id == run.id).order_by(EpochMetric.epoch))
     details["metrics"] = [{"epoch": m.epoch, "step": m.step, "name": m.name, "value": m.value} for m in metrics]
     results = session.scalars(select(Result).where(Result.run_id == run.id).order_by(Result.id))
@@ -125,19 +185,31 @@ def db_main(argv: list[str]) -> int:
     sub.add_parser("current", help="print the schema revision the store is at, and the newest one")
     args = parser.parse_args(argv)
 
-    from ecaplatform.tracking.store import make_engine
+    try:
+        return _db(args.action)
+    except StoreError as exc:
+        print(f"eca db {args.action}: {exc}", file=sys.stderr)
+        return 1
 
-    if args.action == "url":
-        print(db_url())
+
+def _db(action: str) -> int:
+    url = parse_url()
+    if action == "url":
+        print(display_url(url))
+        if not store_exists(url):
+            print(f"eca db url: {no_store_message(url)}", file=sys.stderr)
         return 0
-    engine = make_engine()
-    if args.action == "current":
-        print(f"store {engine.url.render_as_string(hide_password=True)}: at {current_revision(engine)}, "
-              f"newest {head_revision()}")  # fmt: skip
+    if action == "current":
+        engine = open_reader(url)
+        revision = current_revision(engine)
+        engine.dispose()
+        print(f"store {display_url(url)}: at {revision or 'no revision (never migrated)'}, newest {head_revision()}")
         return 0
+    engine = make_engine(url)
     before = current_revision(engine)
     after = upgrade(engine)
     ensure_claims(engine)
+    engine.dispose()
     change = "already at" if before == after else f"upgraded from {before or 'empty'} to"
-    print(f"store {engine.url.render_as_string(hide_password=True)}: {change} {after}")
+    print(f"store {display_url(url)}: {change} {after}")
     return 0

@@ -43,7 +43,7 @@ def make_wandb_logger(run_id: str, job: JobSpec, mode: str) -> Any:
 
 
 def _resume_checkpoint(config: dict[str, Any]) -> str | None:
-    """The checkpoint file a `fit --ckpt_path ...` resumes from ("last" is the job's checkpoints/last.ckpt)."""
+    """The checkpoint file a `fit --ckpt_path ...` resumes from ("last" is checkpoint.dirpath's last.ckpt)."""
     ckpt_path = config.get("ckpt_path")
     if ckpt_path == "last":
         dirpath = (config.get("checkpoint") or {}).get("dirpath")
@@ -51,15 +51,23 @@ def _resume_checkpoint(config: dict[str, Any]) -> str | None:
     return ckpt_path if isinstance(ckpt_path, str) else None
 
 
-def tracking_for_run(subcommand: str, config: dict[str, Any], job: JobSpec | None) -> tuple[list[Any], Any]:
+def run_id_for(subcommand: str, config: dict[str, Any]) -> str:
+    """This run's id (see provenance.resolve_run_id): a fit that resumes a checkpoint continues its run."""
+    return resolve_run_id(_resume_checkpoint(config) if subcommand == "fit" else None)
+
+
+def tracking_for_run(
+    subcommand: str, config: dict[str, Any], job: JobSpec | None, run_id: str | None = None
+) -> tuple[list[Any], Any]:
     """Return (extra Lightning callbacks, a logger or None) that record this run.
 
-    `config` is the resolved config of the subcommand as a plain dict (what `--print_config` shows).
+    `config` is the resolved config of the subcommand as a plain dict (what `--print_config` shows); `run_id`
+    the id the CLI resolved (its run folder is named after it), else resolved here.
     """
     if subcommand not in RESULT_SPLITS:
         return [], None
     job = job or JobSpec()
-    run_id = resolve_run_id(_resume_checkpoint(config) if subcommand == "fit" else None)
+    run_id = run_id or run_id_for(subcommand, config)
     mode = wandb_mode(job)
     logger = None if mode == "disabled" else make_wandb_logger(run_id, job, mode)
     recorder = RunRecorder(run_id=run_id, command=subcommand, config=config, job=job, wandb_logger=logger)

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ecaplatform.jobspec import RUN_ID_MAX_CHARS, check_identifier
+
 RUN_ID_ENV_VAR = "ECA_RUN_ID"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LIBRARIES = ("torch", "torchvision", "lightning", "torchmetrics", "wandb", "sqlalchemy", "ecaplatform", "numpy")
@@ -49,25 +51,40 @@ def run_id_from_checkpoint(path: str | os.PathLike[str], state_key: str) -> str 
     return run_id if isinstance(run_id, str) and run_id else None
 
 
-def resolve_run_id(ckpt_path: str | None = None, state_key: str = "RunRecorder") -> str:
-    """The run's id, from the most stable source available.
+def check_run_id(run_id: object, setting: str) -> str:
+    """`run_id` if it can name the run's folder and W&B run, else UnsafeIdentifierError naming `setting`."""
+    return check_identifier(run_id, setting, RUN_ID_MAX_CHARS)
 
-    1. `ECA_RUN_ID` (set by `eca submit`, survives SLURM requeue because sbatch exports it again);
+
+def run_id_from_environment() -> str | None:
+    """The run id the environment gives (`ECA_RUN_ID`, else the SLURM job's), checked; None if it gives none."""
+    from_env = os.environ.get(RUN_ID_ENV_VAR)
+    if from_env:
+        return check_run_id(from_env, RUN_ID_ENV_VAR)
+    job = slurm_job_id()
+    if job:
+        cluster = os.environ.get("SLURM_CLUSTER_NAME")
+        return check_run_id(f"slurm-{cluster}-{job}" if cluster else f"slurm-{job}",
+                            "the run id made of SLURM_CLUSTER_NAME and SLURM_JOB_ID (set ECA_RUN_ID instead)")
+    return None
+
+
+def resolve_run_id(ckpt_path: str | None = None, state_key: str = "RunRecorder") -> str:
+    """The run's id, from the most stable source available, checked to be a safe folder name.
+
+    1. `ECA_RUN_ID` (set by `eca submit`, also to the resumed run's id; survives a SLURM requeue, which keeps
+       the job's environment);
     2. the SLURM job id (a requeued job keeps it), for jobs submitted with plain `sbatch`;
     3. the run id stored in the checkpoint a `fit --ckpt_path` resumes from;
     4. a new id.
     """
-    from_env = os.environ.get(RUN_ID_ENV_VAR)
-    if from_env:
-        return from_env
-    job = slurm_job_id()
-    if job:
-        cluster = os.environ.get("SLURM_CLUSTER_NAME")
-        return f"slurm-{cluster}-{job}" if cluster else f"slurm-{job}"
+    from_environment = run_id_from_environment()
+    if from_environment:
+        return from_environment
     if ckpt_path and Path(ckpt_path).is_file():
         stored = run_id_from_checkpoint(ckpt_path, state_key)
         if stored:
-            return stored
+            return check_run_id(stored, f"{ckpt_path}: the run id it holds,")
     return new_run_id()
 
 

@@ -1,8 +1,19 @@
 """RunRecorder: the Lightning callback that writes a run, its per-epoch metrics and its results to the store.
 
 Only global rank 0 writes. Each write is its own committed transaction, so a crash keeps every finished epoch.
-The run id is decided before the Trainer exists (see provenance.resolve_run_id) and is saved in the checkpoint,
-so `fit --ckpt_path last.ckpt` and a SLURM requeue continue the same record.
+The run id is decided before the Trainer exists (see provenance.resolve_run_id), is the same on every rank and
+node (rank 0's, broadcast at setup), and is saved in the checkpoint, so `fit --ckpt_path last` and a SLURM
+requeue continue the same record.
+
+Per-epoch metrics are what Lightning sends its loggers at each epoch's end (a small logger of ours listens), so
+the store holds, epoch by epoch, exactly what the CSV log and W&B hold: a module that logs its train metrics
+in its own on_train_epoch_end (as ImageClassifier does) logs them after every callback's on_train_epoch_end,
+too late for a callback reading `trainer.callback_metrics` there.
+
+While the run lives, a daemon thread on rank 0 refreshes `runs.heartbeat_at` (every ECA_HEARTBEAT_TIMEOUT_S / 5
+seconds): a run killed without a chance to record its end (kill -9, the OOM killer, a lost node) is then read as
+`lost` (verification.run_status). A thread, not batch hooks: a long legitimate pause (scanning a data set,
+torch.compile, writing a large checkpoint) must not look like a dead process.
 """
 
 from __future__ import annotations
@@ -11,16 +22,18 @@ import logging
 import math
 import signal
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from sqlalchemy import Engine
 
 from ecaplatform.jobspec import JobSpec
-from ecaplatform.tracking import provenance, store, writes
+from ecaplatform.tracking import provenance, store, verification, writes
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +48,12 @@ def _scalar(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The finite scalars among `metrics` whose names fit the store (64 characters)."""
+    values = {name: _scalar(value) for name, value in metrics.items()}
+    return {name: value for name, value in values.items() if value is not None and len(name) <= 64}
+
+
 def _find(config: dict[str, Any], section: str, key: str) -> Any:
     """config[section][key], or config[section]["init_args"][key] for a class_path/init_args section."""
     node = config.get(section)
@@ -44,6 +63,67 @@ def _find(config: dict[str, Any], section: str, key: str) -> Any:
         return node[key]
     init_args = node.get("init_args")
     return init_args.get(key) if isinstance(init_args, dict) else None
+
+
+class _Heartbeat:
+    """Calls `beat` every `interval` seconds from a daemon thread until stopped or `beat` returns False."""
+
+    def __init__(self, beat: Callable[[], bool], interval: float) -> None:
+        self._beat, self._interval = beat, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="eca-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, wait: bool = True) -> None:
+        self._stop.set()
+        if wait and self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        warned = False
+        while not self._stop.wait(self._interval):
+            try:
+                if not self._beat():  # the run ended (or another process took it over): nothing to keep alive
+                    return
+            except Exception as exc:  # a store that is briefly unreachable must not stop training
+                if not warned:
+                    log.warning("heartbeat not recorded (retrying every %.0f s): %s", self._interval, exc)
+                    warned = True
+
+
+class _LoggedMetricsListener(Logger):
+    """A logger that hands what Lightning logs to the RunRecorder; it writes nothing itself.
+
+    Added to the Trainer's loggers by RunRecorder.setup (and removed at teardown). Alone (the job disabled
+    logging), it stands in for "no logger": its save_dir is the Trainer's default_root_dir.
+    """
+
+    def __init__(self, on_log: Callable[[Mapping[str, Any], int | None], None]) -> None:
+        super().__init__()
+        self._on_log = on_log
+        self.default_root_dir: str | None = None
+        self.others: list[Logger] = []
+
+    @property
+    def name(self) -> str:
+        return ""
+
+    @property
+    def version(self) -> str | int:
+        # Shown in the progress bar joined with the other loggers' versions: add nothing of its own.
+        return self.others[0].version if self.others else ""  # type: ignore[return-value]
+
+    @property
+    def save_dir(self) -> str | None:
+        return self.default_root_dir
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._on_log(metrics, step)
 
 
 class RunRecorder(pl.Callback):
@@ -67,6 +147,11 @@ class RunRecorder(pl.Callback):
         self._engine: Engine | None = None
         self._failed = False
         self._started = False
+        self._heartbeat: _Heartbeat | None = None
+        self._listener = _LoggedMetricsListener(self._on_logged)
+        # Which epoch-end log Lightning sends next: "val" (after validation), "train" (after on_train_epoch_end).
+        self._epoch_end: str | None = None
+        self._trainer: pl.Trainer | None = None
 
     # --- identity in checkpoints -------------------------------------------------------------------------------
     @property
@@ -104,8 +189,7 @@ class RunRecorder(pl.Callback):
             return {"error": str(exc)}
 
     def _scalars(self, trainer: pl.Trainer) -> dict[str, float]:
-        values = {name: _scalar(value) for name, value in trainer.callback_metrics.items()}
-        return {name: value for name, value in values.items() if value is not None and len(name) <= 64}
+        return _finite(trainer.callback_metrics)
 
     def _wandb_fields(self) -> dict[str, Any]:
         if self.wandb_logger is None:
@@ -166,6 +250,40 @@ class RunRecorder(pl.Callback):
             **self._wandb_fields(),
         }
         writes.start_run(self.engine, self.run_id, **fields)
+        self._heartbeat = _Heartbeat(lambda: writes.heartbeat(self.engine, self.run_id),
+                                     verification.heartbeat_interval_s())  # fmt: skip
+        self._heartbeat.start()
+
+    def _stop_heartbeat(self, wait: bool = True) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop(wait)
+            self._heartbeat = None
+
+    # --- one run id on every rank and node; the metrics listener ----------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+        if trainer.world_size > 1:
+            # Processes started apart (one per node, by hand or torchrun) each made up an id: rank 0's counts.
+            self.run_id = trainer.strategy.broadcast(self.run_id, src=0)
+        if self.command == "fit" and self._listener not in trainer.loggers:
+            self._listener.default_root_dir = str(trainer.default_root_dir)
+            self._listener.others = list(trainer.loggers)
+            trainer.loggers = [*trainer.loggers, self._listener]
+        if trainer.local_rank == 0:  # one line per node, so every node's log says which run it belongs to
+            where = f" (node {trainer.node_rank} of {trainer.num_nodes})" if trainer.num_nodes > 1 else ""
+            print(f"eca {self.command}: recording run {self.run_id}{where}", flush=True)
+
+    def _on_logged(self, metrics: Mapping[str, Any], step: int | None) -> None:
+        """What Lightning sent its loggers; the epoch-end logs of a fit become that epoch's metrics in the store."""
+        trainer, which = self._trainer, self._epoch_end
+        if which is None or trainer is None or not trainer.is_global_zero or not self._started:
+            return
+        epoch = metrics.get("epoch", trainer.current_epoch)
+        values = _finite({name: value for name, value in metrics.items() if name not in ("epoch", "step")})
+        step = trainer.global_step if step is None else step
+        writes.record_epoch_metrics(self.engine, self.run_id, int(epoch), int(step), values)
+        if which == "train":  # the epoch's last log
+            self._epoch_end = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Not earlier: Lightning installs its requeue handler after on_fit_start, and only where none exists.
@@ -187,16 +305,22 @@ class RunRecorder(pl.Callback):
             return
         lightning_handler = signal.getsignal(requeue_signal)
 
+        def mark_interrupted(epoch: int, signum: int) -> None:
+            try:
+                writes.finish_run(self.engine, self.run_id, "interrupted", error=(
+                    f"preempted at epoch {epoch}: requeued by SLURM (signal {signum}); "
+                    "the requeued job continues this run"))  # fmt: skip
+            except Exception as exc:  # never break Lightning's requeue
+                log.warning("could not mark run %s interrupted: %s", self.run_id, exc)
+
         def on_requeue(signum: int, frame: Any) -> None:
             if callable(lightning_handler):
                 lightning_handler(signum, frame)
             self._failed = True  # this process is about to be killed: its teardown must not report success
-            try:
-                writes.finish_run(self.engine, self.run_id, "interrupted", error=(
-                    f"preempted at epoch {trainer.current_epoch}: requeued by SLURM (signal {signum}); "
-                    "the requeued job continues this run"))  # fmt: skip
-            except Exception as exc:  # never break Lightning's requeue
-                log.warning("could not mark run %s interrupted: %s", self.run_id, exc)
+            self._stop_heartbeat(wait=False)
+            # From another thread: the signal may have interrupted this one inside a store transaction, whose
+            # lock a write from here would wait on until SLURM kills the process.
+            threading.Thread(target=mark_interrupted, args=(trainer.current_epoch, signum), daemon=True).start()
 
         signal.signal(requeue_signal, on_requeue)
 
@@ -211,30 +335,35 @@ class RunRecorder(pl.Callback):
         if self.command == "test":
             self._begin(trainer, pl_module)
 
-    def _record_epoch(self, trainer: pl.Trainer, epoch: int | None = None) -> None:
-        if trainer.is_global_zero and self._started and self.command == "fit":
-            epoch = trainer.current_epoch if epoch is None else epoch
-            writes.record_epoch_metrics(self.engine, self.run_id, epoch, trainer.global_step, self._scalars(trainer))
+    # Lightning sends an epoch's metrics to its loggers right after these hooks: validation's after
+    # on_validation_epoch_end (callbacks first, then the module), training's after every on_train_epoch_end.
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.command == "fit" and not trainer.sanity_checking:
+            self._epoch_end = "val"
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record_epoch(trainer)
+        if self.command == "fit":
+            self._epoch_end = "train"
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_end = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_end = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:  # fmt: skip
+        self._epoch_end = None  # step-level logs follow
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        if self.command == "fit":
-            self._record_epoch(trainer)
-        elif self.command == "validate":
+        if self._epoch_end == "val":
+            self._epoch_end = None
+        if not trainer.sanity_checking and self.command == "validate":
             self._add_result(trainer, pl_module, "val")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.command == "test":
             self._add_result(trainer, pl_module, "test")
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Metrics a module logs in its own on_train_epoch_end arrive after our hook; sweep them up once more.
-        # By now the loop has counted the last epoch as done, so it is current_epoch - 1.
-        self._record_epoch(trainer, epoch=max(trainer.current_epoch - 1, 0))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and self._started and "val_top1" in trainer.callback_metrics:
@@ -261,6 +390,8 @@ class RunRecorder(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._failed = True
+        self._stop_heartbeat()
+        self._remove_listener(trainer)  # Lightning runs no callback teardown after an exception
         if not trainer.is_global_zero or not self._started:
             return
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
@@ -270,7 +401,13 @@ class RunRecorder(pl.Callback):
         writes.finish_run(self.engine, self.run_id, status, error=error, **self._wandb_fields())
         self._finish_wandb(exit_code=1)
 
+    def _remove_listener(self, trainer: pl.Trainer) -> None:
+        if self._listener in trainer.loggers:
+            trainer.loggers = [logger for logger in trainer.loggers if logger is not self._listener]
+
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._remove_listener(trainer)
+        self._stop_heartbeat()
         if self._failed or not trainer.is_global_zero or not self._started:
             return
         if trainer.interrupted:  # stopped without an exception reaching us (e.g. a signal handled by Lightning)

@@ -3,6 +3,8 @@
 Conventions every writer and reader relies on:
 - Accuracies (top1, top5) are percentages, as the paper prints them (77.48, not 0.7748).
 - A run's `status` is one of RUN_STATUSES; `queued` exists only for SLURM submissions not yet started.
+  A `running` run whose `heartbeat_at` is too old is shown as `lost` (its process died without recording an
+  end); that is derived when the store is read (tracking.verification.run_status), never stored.
 - A result's `fingerprint` is the data module's dataset fingerprint for the split it evaluated:
   {"dataset": "imagenet", "split": "val", "num_samples": 50000, "num_classes": 1000, "hash": "<sha256>"}.
   `samples_evaluated` is how many samples the metric actually saw, summed over all ranks.
@@ -67,6 +69,8 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Refreshed by the running process (rank 0) every few tens of seconds; see verification.run_status.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     # provenance
     git_commit: Mapped[str | None] = mapped_column(String(40), nullable=True)

@@ -8,18 +8,30 @@ PostgreSQL for clusters: `ECA_DB_URL=postgresql+psycopg://user@host/db` (SQLite 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 ENV_VAR = "ECA_DB_URL"
 SQLITE_BUSY_TIMEOUT_S = 60
+POSTGRES_CONNECT_TIMEOUT_S = 5  # an unreachable server is named within seconds, not after the OS's TCP timeout
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+URL_FORMS = "sqlite:////path/to/runs.db or postgresql+psycopg://user@host:5432/dbname"
+HOW_A_STORE_IS_MADE = "any `eca fit` records one there, or `eca db upgrade` creates it"
+
+
+class StoreError(RuntimeError):
+    """The run store cannot be used as configured. The message is one line: the store (password hidden), what
+    is wrong, and what to do next. The store is left as it was."""
 
 
 def default_db_path() -> Path:
@@ -36,44 +48,197 @@ def db_url() -> str:
     return f"sqlite:///{default_db_path()}"
 
 
-def _is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
+# --- showing URLs: never a password ------------------------------------------------------------------------------
+
+_SECRET_QUERY_KEY = re.compile(r"(?i)pass|pwd|secret|token|key")
+_USERINFO_PASSWORD = re.compile(r"(://[^:/?#@\s]*):.*@")  # greedy to the last @: a password may contain @
+_QUERY_SECRET = re.compile(r"(?i)([?&;][^=&;\s]*(?:pass|pwd|secret|token|key)[^=&;\s]*=)[^&;\s]*")
 
 
-def make_engine(url: str | None = None, *, readonly: bool = False) -> Engine:
-    """An engine for the store. `readonly=True` is what the leaderboard uses: it can never write.
+def display_url(url: str | URL) -> str:
+    """The URL as it may be printed or shown: the password, and any query parameter that looks like one
+    (`?password=`, `?sslpassword=`, tokens, keys), replaced by ***. Never raises, also for text that is no URL."""
+    if not isinstance(url, URL):
+        try:
+            url = make_url(url)
+        except Exception:  # not a URL SQLAlchemy can parse: mask what looks like a password in the text itself
+            return _QUERY_SECRET.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1:***@", str(url)))
+    if url.host and "@" in url.host:  # an unquoted @ in the password: SQLAlchemy took the rest for the host
+        url = url.set(host="***@" + url.host.rsplit("@", 1)[1])
+    secret = {key: "***" for key in url.query if _SECRET_QUERY_KEY.search(key)}
+    if secret:
+        url = url.update_query_dict(secret)
+    return url.render_as_string(hide_password=True)
 
-    SQLite read-only opens the file with `mode=ro` (the file must exist); PostgreSQL runs every transaction
-    as READ ONLY.
-    """
-    url = url or db_url()
-    if _is_sqlite(url):
-        return _sqlite_engine(url, readonly=readonly)
-    kwargs: dict = {"pool_pre_ping": True}
-    if readonly:
-        kwargs["execution_options"] = {"postgresql_readonly": True}
-    return create_engine(url, **kwargs)
+
+def _redact(text: str, url: URL | None) -> str:
+    """`text` (e.g. a driver's error message) without the URL's password, whatever the driver put in it."""
+    text = _QUERY_SECRET.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1:***@", text))
+    if url is None:
+        return text
+    secrets = [url.password] if isinstance(url.password, str) else []
+    for key, value in url.query.items():
+        if _SECRET_QUERY_KEY.search(key):
+            secrets += [value] if isinstance(value, str) else list(value)
+    if url.host and "@" in url.host:
+        secrets.append(url.host.rsplit("@", 1)[0])
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "***")
+    return text
 
 
-def _sqlite_engine(url: str, *, readonly: bool) -> Engine:
-    database = make_url(url).database
-    if not database or database == ":memory:":
-        raise ValueError(f"{url!r}: the run store needs a SQLite file, not an in-memory database")
-    path = Path(database).expanduser()
-    if readonly:
-        if not path.exists():
-            raise FileNotFoundError(
-                f"run store {path} does not exist yet; run `eca db upgrade` or any `eca fit` to create it"
-            )
-        engine = create_engine(
-            f"sqlite:///file:{path}?mode=ro&uri=true",
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
-        )
+def _setting(raw: str) -> str:
+    """Where a URL came from, for messages: `ECA_DB_URL=...` when it is the environment's."""
+    shown = display_url(raw)
+    return f"{ENV_VAR}={shown!r}" if os.environ.get(ENV_VAR) == raw else f"store URL {shown!r}"
+
+
+def parse_url(url: str | URL | None = None) -> URL:
+    """The store URL, checked: StoreError for text that is no URL, another database than SQLite or PostgreSQL,
+    or a SQLite URL without a file. A bare `postgresql://` uses psycopg (3), the driver ecaplatform installs."""
+    if isinstance(url, URL):
+        raw, parsed = display_url(url), url
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            f"sqlite:///{path}", connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+        raw = url or db_url()
+        try:
+            parsed = make_url(raw)
+        except Exception:
+            raise StoreError(f"{_setting(raw)} is not a database URL; use {URL_FORMS}") from None
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        raise StoreError(
+            f"{_setting(raw)}: the run store is SQLite or PostgreSQL, not {backend}; use {URL_FORMS}"
         )
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and (not parsed.database or parsed.database == ":memory:"):
+        raise StoreError(f"{_setting(raw)}: the run store needs a SQLite file, not an in-memory database; "
+                         f"use {URL_FORMS}")  # fmt: skip
+    return parsed
+
+
+def sqlite_path(url: str | URL | None = None) -> Path | None:
+    """The file of a SQLite store URL, or None for PostgreSQL. StoreError for an unusable URL."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if database.startswith("file:"):  # a URI filename (`sqlite:///file:/path?mode=ro&uri=true`)
+        database = database.removeprefix("file:")
+    return Path(database).expanduser()
+
+
+def store_exists(url: str | URL | None = None) -> bool:
+    """Whether there is a store to read: the SQLite file exists. A PostgreSQL database is assumed to be there
+    (connecting tells)."""
+    path = sqlite_path(url)
+    return path is None or path.exists()
+
+
+def no_store_message(url: str | URL | None = None) -> str:
+    """What readers say when the SQLite file does not exist: it is not created by looking."""
+    path = sqlite_path(url)
+    configured = os.environ.get(ENV_VAR)
+    source = f" ({ENV_VAR})" if configured and (url is None or _same_store(configured, url)) else ""
+    return f"no run store at {path}{source} yet: {HOW_A_STORE_IS_MADE}"
+
+
+def _same_store(a: str | URL, b: str | URL) -> bool:
+    try:
+        return sqlite_path(a) == sqlite_path(b)
+    except StoreError:
+        return False
+
+
+# --- engines ----------------------------------------------------------------------------------------------------
+
+
+def make_engine(url: str | URL | None = None, *, readonly: bool = False) -> Engine:
+    """An engine for the store. `readonly=True` is what readers use (`eca runs`, `eca claims`, the leaderboard):
+    it can never write, and never creates a file.
+
+    SQLite read-only opens the file with `mode=ro` (the file must exist), or with `immutable=1` when SQLite
+    cannot share the write-ahead log because the store's folder is read-only for this user (a shared store on a
+    lab server). PostgreSQL runs every transaction as READ ONLY and gives up connecting after
+    POSTGRES_CONNECT_TIMEOUT_S. The store's own problems (unreachable, not a database, not writable, ...) are
+    raised as StoreError, from any statement.
+    """
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = _sqlite_engine(parsed, readonly=readonly)
+    else:
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if "connect_timeout" not in parsed.query:
+            kwargs["connect_args"] = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
+        if readonly:
+            kwargs["execution_options"] = {"postgresql_readonly": True}
+        try:
+            engine = create_engine(parsed, **kwargs)
+        except ImportError as exc:  # e.g. postgresql+psycopg2:// without psycopg2 installed
+            raise StoreError(f"{_setting(display_url(parsed))}: its driver is not installed ({exc}); use "
+                             f"postgresql+psycopg://, the driver ecaplatform installs") from None  # fmt: skip
+    _name_store_problems(engine, parsed, readonly=readonly)
+    return engine
+
+
+def reader_engine(url: str | URL | None = None) -> Engine | None:
+    """A read-only engine on the store, or None when the SQLite file does not exist (nothing is created)."""
+    parsed = parse_url(url)
+    return make_engine(parsed, readonly=True) if store_exists(parsed) else None
+
+
+def open_reader(url: str | URL | None = None) -> Engine:
+    """A read-only engine on a store that must exist: StoreError saying how a store is made otherwise."""
+    engine = reader_engine(url)
+    if engine is None:
+        raise StoreError(no_store_message(url))
+    return engine
+
+
+def schema_behind(engine: Engine) -> str | None:
+    """For a reader (which never migrates): a one-line message if the store's schema is older than this version
+    of ecaplatform reads, else None. A store with no tables yet has nothing to show; one migrated by a newer
+    ecaplatform (a revision this one does not know) only adds to what this version reads, so it is read."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    current, head = current_revision(engine), head_revision()
+    if current is None or current == head:
+        return None
+    try:
+        ScriptDirectory.from_config(alembic_config()).get_revision(current)
+    except CommandError:
+        return None
+    database = engine.url.database or ""  # a read-only SQLite engine opens the file as a `file:` URI
+    shown = unquote(database.removeprefix("file:")) if database.startswith("file:") else display_url(engine.url)
+    return (f"the run store {shown} is at schema {current}, older than this version of ecaplatform reads ({head}); "
+            "run `eca db upgrade` (or any `eca fit`) to migrate it")
+
+
+def has_table(engine: Engine, name: str) -> bool:
+    """Whether the store has the table (a database nobody migrated yet has none)."""
+    return inspect(engine).has_table(name)
+
+
+def _sqlite_engine(url: URL, *, readonly: bool) -> Engine:
+    path = sqlite_path(url)
+    assert path is not None
+    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+    if readonly:
+        # A URI filename (quoted: a path may hold ? or #); no connection pool, so that each connection decides
+        # afresh whether it can share the write-ahead log or must read the file as immutable.
+        uri = URL.create("sqlite", database=f"file:{quote(str(path.absolute()))}", query={"mode": "ro", "uri": "true"})
+        engine = create_engine(uri, connect_args=connect_args, poolclass=NullPool)
+        event.listen(engine, "do_connect", _connect_sqlite_readonly)
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder {path.parent} for the run store {path} ({exc.strerror}); set {ENV_VAR} "
+                f"to a store in a folder you can write, e.g. sqlite:///{default_db_path()}"
+            ) from None
+        engine = create_engine(URL.create("sqlite", database=str(path)), connect_args=connect_args)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -93,6 +258,96 @@ def _sqlite_engine(url: str, *, readonly: bool) -> Engine:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _sqlite_code(error: BaseException) -> str:
+    return getattr(error, "sqlite_errorname", "") or ""
+
+
+def _connect_sqlite_readonly(dialect, _record, cargs, cparams):  # type: ignore[no-untyped-def]
+    """Open `mode=ro`; if SQLite cannot use the write-ahead log's shared memory (no -wal/-shm files and a folder
+    this user cannot create them in), open the file as immutable instead. No writer can be at work then: a
+    writer keeps those files while it has the store open, and a later connection (there is no pool) uses them
+    again. (A -wal file a crashed writer left without its -shm is not read then: its commits show once a writer
+    opens the store again.)"""
+    dbapi = dialect.loaded_dbapi
+    connection = dbapi.connect(*cargs, **cparams)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header and the WAL index
+        return connection
+    except dbapi.OperationalError as exc:
+        connection.close()
+        code, text = _sqlite_code(exc), str(exc)
+        if not (code in ("SQLITE_READONLY_DIRECTORY", "SQLITE_READONLY_CANTINIT", "SQLITE_CANTOPEN")
+                or "readonly database" in text or "unable to open" in text):  # fmt: skip
+            raise
+    return dbapi.connect(f"{cargs[0]}&immutable=1", *cargs[1:], **cparams)
+
+
+def _name_store_problems(engine: Engine, url: URL, *, readonly: bool) -> None:
+    """Turn the driver errors a user must act on (no server, no access, not a database) into StoreError."""
+
+    @event.listens_for(engine, "handle_error")
+    def _handle_error(context) -> StoreError | None:  # type: ignore[no-untyped-def]
+        if context.is_pre_ping:  # SQLAlchemy reconnects by itself
+            return None
+        connecting = context.connection is None or context.is_disconnect
+        message = store_problem(context.original_exception, url, readonly=readonly, connecting=connecting)
+        return StoreError(message) if message else None
+
+
+def store_problem(
+    error: BaseException, url: str | URL, *, readonly: bool = False, connecting: bool = True
+) -> str | None:
+    """One line for a driver error that is the store's problem rather than the program's, else None."""
+    parsed = parse_url(url)
+    lines = [line.strip() for line in _redact(str(error), parsed).splitlines() if line.strip()]
+    if parsed.get_backend_name() != "sqlite":
+        if not connecting:
+            return None
+        reason = next((line for line in reversed(lines) if "failed: " in line), lines[0] if lines else "")
+        reason = " ".join(reason.rsplit("failed: ", 1)[-1].split()) or type(error).__name__
+        return (f"cannot connect to the run store {display_url(parsed)}: {reason}; check that the PostgreSQL "
+                f"server is running and reachable, and the host, port, database and user in {ENV_VAR}")  # fmt: skip
+    path = sqlite_path(parsed)
+    assert path is not None
+    code, text = _sqlite_code(error), " ".join(lines) or type(error).__name__
+    if path.is_dir():
+        return f"{path} is a folder, not a run store file; set {ENV_VAR} to sqlite:///{path / 'runs.db'}, say"
+    if code == "SQLITE_NOTADB" or "not a database" in text:
+        return (f"{path} is not a SQLite database ({text}); point {ENV_VAR} at the run store, or move that file "
+                f"away and `eca db upgrade` creates a new store there")  # fmt: skip
+    if code.startswith("SQLITE_CORRUPT") or "malformed" in text:
+        return f"the run store {path} is damaged ({text}); restore it from a backup, or move it away and start anew"
+    if code.startswith("SQLITE_BUSY") or "database is locked" in text:
+        return (f"the run store {path} stayed locked by another process for {SQLITE_BUSY_TIMEOUT_S} s ({text}); "
+                f"retry, or find the process holding it (`fuser {path}`)")  # fmt: skip
+    if code.startswith("SQLITE_IOERR") or "disk I/O error" in text:
+        return (f"cannot read or write the run store {path} ({text}); is its disk full or a network file system? "
+                f"SQLite is unsafe on NFS/Lustre: use PostgreSQL there")  # fmt: skip
+    writing = "readonly database" in text
+    if readonly and writing and code not in ("SQLITE_READONLY_DIRECTORY", "SQLITE_READONLY_CANTINIT"):
+        return None  # a reader asked to write: the program's error, raised as it is
+    if writing or code.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")) or "unable to open" in text:
+        return _access_problem(path, text)
+    return None
+
+
+def _access_problem(path: Path, text: str) -> str:
+    folder = path.parent
+    if path.exists() and not os.access(path, os.R_OK):
+        return (f"the run store {path} is not readable by you ({text}); ask its owner for read access, "
+                f"or set {ENV_VAR} to another store")  # fmt: skip
+    if not folder.is_dir():
+        return f"cannot open the run store {path}: the folder {folder} does not exist; check {ENV_VAR}"
+    readers = "`eca runs`, `eca claims` and the leaderboard can still read it; " if path.exists() else ""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (f"cannot write the run store {path}: its folder {folder} is read-only for you ({text}); {readers}to "
+                f"record runs set {ENV_VAR} to a store in a folder you can write, e.g. sqlite:///{default_db_path()}")
+    if path.exists() and not os.access(path, os.W_OK):
+        return (f"cannot write the run store {path}: the file is read-only for you ({text}); {readers}to record "
+                f"runs set {ENV_VAR} to a store you can write, e.g. sqlite:///{default_db_path()}")
+    return f"cannot open the run store {path} ({text}); check the path and its permissions, or {ENV_VAR}"
 
 
 @contextmanager

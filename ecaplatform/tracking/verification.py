@@ -4,24 +4,89 @@ A result verifies a claim only if it comes from a run that succeeded, is on the 
 its dataset fingerprint is the whole split (e.g. 50,000 ImageNet val images of 1,000 classes) and every
 sample of it was counted exactly once, and its metric is within the claim's tolerance of the claimed value
 (or better). Anything else is recorded and shown, never verifying.
+
+Also here, because a claim's Running depends on it: how a run's status is shown. A `running` run whose process
+stopped beating (killed by kill -9 or the OOM killer, a lost node) is `lost`; `run_status` (one run) and
+`run_status_expression` (SQL, for listing and filtering) are the one definition every reader uses.
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
-from ecaplatform.tracking.schema import Claim, Result, Run
+from ecaplatform.tracking.schema import RUN_STATUSES, Claim, Result, Run, utcnow
 
 VERIFIED = "Verified"
 NOT_REPRODUCED = "Not reproduced"
 UNVERIFIED = "Unverified"
 RUNNING = "Running"
 ACTIVE_RUN_STATUSES = ("queued", "running")
+
+LOST = "lost"
+SHOWN_RUN_STATUSES = (*RUN_STATUSES, LOST)  # what `eca runs --status` and the leaderboard's filter offer
+HEARTBEAT_TIMEOUT_ENV_VAR = "ECA_HEARTBEAT_TIMEOUT_S"
+# Five missed beats (one a minute): a store that is busy or briefly unreachable, or a host clock a little off,
+# never makes a live run look lost, and a killed run shows lost within five minutes.
+DEFAULT_HEARTBEAT_TIMEOUT_S = 300.0
+BEATS_PER_TIMEOUT = 5
+
+
+def heartbeat_timeout_s() -> float:
+    """Seconds without a heartbeat after which a running run is lost (`ECA_HEARTBEAT_TIMEOUT_S`, default 300)."""
+    raw = os.environ.get(HEARTBEAT_TIMEOUT_ENV_VAR)
+    if not raw:
+        return DEFAULT_HEARTBEAT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ValueError(f"{HEARTBEAT_TIMEOUT_ENV_VAR}={raw!r} is not a number of seconds above 0; "
+                         f"unset it for the default {DEFAULT_HEARTBEAT_TIMEOUT_S:.0f}")  # fmt: skip
+    return value
+
+
+def heartbeat_interval_s() -> float:
+    """How often a running process beats: a fifth of the timeout (60 s by default)."""
+    return heartbeat_timeout_s() / BEATS_PER_TIMEOUT
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; the store is written in UTC.
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+
+
+def run_status(
+    status: str, heartbeat_at: datetime | None, started_at: datetime | None = None, *, now: datetime | None = None
+) -> str:
+    """The status to show for a run: its stored status, or `lost` for a running run whose last heartbeat (or,
+    for a run recorded before heartbeats existed, its start) is older than `heartbeat_timeout_s()`."""
+    if status != "running":
+        return status
+    last_sign_of_life = _aware(heartbeat_at or started_at)
+    if last_sign_of_life is None:
+        return status
+    age = ((now or utcnow()) - last_sign_of_life).total_seconds()
+    return LOST if age > heartbeat_timeout_s() else status
+
+
+def lost_condition(*, now: datetime | None = None) -> ColumnElement[bool]:
+    """SQL: the run is stored as running but its process stopped beating (see run_status)."""
+    cutoff = (now or utcnow()) - timedelta(seconds=heartbeat_timeout_s())
+    return and_(Run.status == "running", func.coalesce(Run.heartbeat_at, Run.started_at, Run.created_at) < cutoff)
+
+
+def run_status_expression(*, now: datetime | None = None) -> ColumnElement[str]:
+    """SQL: the status to show (Run.status, or `lost`), to select in place of Run.status or to filter on, e.g.
+    `select(Run).where(run_status_expression() == "lost")`."""
+    return case((lost_condition(now=now), LOST), else_=Run.status)
 
 
 @dataclass(frozen=True)
@@ -73,11 +138,11 @@ def status_of(
     """The claim's status given its candidate results as (result, run status) and whether a run is active."""
     best_ok: Result | None = None
     best_other: tuple[Result, str] | None = None
-    for result, run_status in results:
+    for result, shown_status in results:
         value = metric_value(claim, result)
         if value is None:
             continue
-        reason = disqualification(claim, result, run_status)
+        reason = disqualification(claim, result, shown_status)
         if reason is None:
             if best_ok is None or value > metric_value(claim, best_ok):  # type: ignore[operator]
                 best_ok = result
@@ -121,16 +186,16 @@ def evaluate_claims(session: Session, claims: Sequence[Claim] | None = None) -> 
     if not models:
         return []
 
+    now = utcnow()  # one moment for the whole answer
+    shown = run_status_expression(now=now)
     candidates: dict[str, list[tuple[Result, str | None]]] = defaultdict(list)
     rows = session.execute(
-        select(Result, Run.status).join(Run, Run.id == Result.run_id).where(Result.model_name.in_(models))
+        select(Result, shown).join(Run, Run.id == Result.run_id).where(Result.model_name.in_(models))
     )
-    for result, run_status in rows:
-        candidates[result.model_name].append((result, run_status))
+    for result, status in rows:
+        candidates[result.model_name].append((result, status))
 
-    active_models = set(
-        session.scalars(
-            select(Run.model_name).where(Run.model_name.in_(models), Run.status.in_(ACTIVE_RUN_STATUSES)).distinct()
-        )
-    )
+    # A lost run is running no more: it must not hold its claims on Running.
+    active = Run.status.in_(ACTIVE_RUN_STATUSES) & ~lost_condition(now=now)
+    active_models = set(session.scalars(select(Run.model_name).where(Run.model_name.in_(models), active).distinct()))
     return [status_of(claim, candidates[claim.model], claim.model in active_models) for claim in claims]

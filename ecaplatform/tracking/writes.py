@@ -41,8 +41,17 @@ def start_run(engine: Engine, run_id: str, **fields: Any) -> None:
     first start time is kept, and a None field keeps what `eca submit` recorded (e.g. the SLURM job id)."""
     now = utcnow()
     known = [name for name, value in fields.items() if value is not None]
-    restart = {"status": "running", "error": None, "ended_at": None, "started_at": func.coalesce(Run.started_at, now)}
-    _write_run(engine, run_id, {**fields, "status": "running", "created_at": now, "started_at": now}, known, restart)
+    restart = {"status": "running", "error": None, "ended_at": None, "started_at": func.coalesce(Run.started_at, now),
+               "heartbeat_at": now}  # fmt: skip
+    new = {**fields, "status": "running", "created_at": now, "started_at": now, "heartbeat_at": now}
+    _write_run(engine, run_id, new, known, restart)
+
+
+def heartbeat(engine: Engine, run_id: str) -> bool:
+    """Say the running run's process is alive (one small UPDATE); False if the run is no longer running."""
+    with session_scope(engine) as session:
+        alive = update(Run).where(Run.id == run_id, Run.status == "running").values(heartbeat_at=utcnow())
+        return session.execute(alive).rowcount > 0
 
 
 def finish_run(engine: Engine, run_id: str, status: str, error: str | None = None, **fields: Any) -> None:
@@ -64,6 +73,8 @@ def record_epoch_metrics(engine: Engine, run_id: str, epoch: int, step: int, met
     rows = [{"run_id": run_id, "epoch": epoch, "step": step, "name": name, "value": v} for name, v in values.items()]
     with session_scope(engine) as session:
         upsert(session, EpochMetric, rows, keys=("run_id", "epoch", "name"), copy=("step", "value"))
+        # A finished epoch is a sign of life too.
+        session.execute(update(Run).where(Run.id == run_id, Run.status == "running").values(heartbeat_at=utcnow()))
         if "val_top1" in values:
             best = values["val_top1"]
             higher = or_(Run.best_top1.is_(None), Run.best_top1 < best)

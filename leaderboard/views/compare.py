@@ -72,7 +72,7 @@ for backbone in order(table["backbone"], BACKBONE_ORDER):
     rows = table[table["backbone"] == backbone]
     rows = rows.set_index("method").loc[order(rows["method"], METHOD_ORDER)].reset_index()
     rows = rows.astype(object).where(rows.notna(), None)  # missing numbers and runs as None, not NaN
-    st.subheader(backbone)
+    st.subheader(render.md(backbone))
     cells = [
         [
             escape(r.method),

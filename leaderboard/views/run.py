@@ -6,6 +6,7 @@ import altair as alt
 import streamlit as st
 import yaml
 
+from ecaplatform.tracking.verification import LOST
 from leaderboard import data, queries, render
 
 url = data.store_url()
@@ -22,24 +23,32 @@ if not run_id:
 
 detail = data.run_detail(url, run_id)
 if detail is None:
-    st.error(f"No run with id {run_id!r} in the store `{queries.display_url(url)}`. Pick one on the Runs page.")
+    st.error(f"No run with id {render.md(repr(run_id))} in the store {render.md(queries.display_url(url))}. "
+             "Pick one on the Runs page.")  # fmt: skip
     st.page_link("views/runs.py", label="All runs", icon=":material/list:")
     st.stop()
 
 run = detail.run
-st.markdown(f"### `{run['id']}` {render.status_badge(run['status'])}", unsafe_allow_html=True)
-st.markdown(f"**{run['job_name']}**: `eca {run['command']}` of `{run['model_name']}` on `{run['dataset_name'] or '?'}`")
+st.html(render.run_heading_html(run))  # every value escaped: ids and names are user input (see render.py)
+if run["status"] == LOST:  # stored as running, but its process stopped beating
+    last_seen = run["heartbeat_at"] or run["started_at"] or run["created_at"]
+    st.warning(
+        f"Lost: its process stopped reporting at {render.md(f'{last_seen:%Y-%m-%d %H:%M:%S}')} UTC (killed, out of "
+        "memory or a lost node). `eca submit JOB -- --ckpt_path last`, with this run's job YAML, continues it from "
+        "its last checkpoint."
+    )
 if detail.evidence_for:
-    claims = "; ".join(f"**{claim}**" for claim in detail.evidence_for)
+    claims = "; ".join(f"**{render.md(claim)}**" for claim in detail.evidence_for)
     st.success(f"This run is the evidence for the claim(s) {claims}.")
 if run.get("error"):
-    st.error(f"The run failed: {run['error']}")
+    st.error("The run failed:")
+    st.code(run["error"], language=None, wrap_lines=True)  # as recorded: plain text, line breaks kept
 
 summary = st.columns(4)
 summary[0].metric("Best val top-1", "-" if run["best_top1"] is None else f"{run['best_top1']:.2f}%")
 summary[1].metric("Duration", render.fmt_duration(run["duration_s"]))
 nodes = run["num_nodes"]
-summary[2].metric("World size", f"{run['world_size']} on {nodes} node{'s' if nodes != 1 else ''}")
+summary[2].metric("World size", render.md(f"{run['world_size']} on {nodes} node{'s' if nodes != 1 else ''}"))
 summary[3].metric("Results", len(detail.results))
 
 st.subheader("Learning curves")
@@ -78,7 +87,7 @@ st.subheader("Results")
 if detail.results.empty:
     st.caption("No final evaluation recorded.")
 else:
-    st.table(detail.results)
+    st.table(render.md_frame(detail.results))  # st.table renders cells as Markdown
 
 st.subheader("Provenance")
 wandb = run["wandb_url"] or run["wandb_path"]
@@ -93,6 +102,7 @@ st.html(
             ("Created (UTC)", run["created_at"]),
             ("Started (UTC)", run["started_at"]),
             ("Ended (UTC)", run["ended_at"]),
+            ("Last heartbeat (UTC)", run["heartbeat_at"]),
             ("Host", run["host"]),
             ("Accelerator", run["accelerator"]),
             ("Nodes / world size", f"{run['num_nodes']} / {run['world_size']}"),

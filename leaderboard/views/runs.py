@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ecaplatform.tracking.verification import SHOWN_RUN_STATUSES
 from leaderboard import data, render
 from leaderboard.queries import filter_runs
 
@@ -23,7 +24,9 @@ def options(column: str) -> list[str]:
 
 
 filters = st.columns(4)
-statuses = filters[0].multiselect("Status", options("status"), key="runs_status")
+# Every status a run can show (lost too, before any run is), then any other the store holds.
+status_options = [*SHOWN_RUN_STATUSES, *(s for s in options("status") if s not in SHOWN_RUN_STATUSES)]
+statuses = filters[0].multiselect("Status", status_options, key="runs_status")
 jobs = filters[1].multiselect("Job", options("job"), key="runs_job")
 models = filters[2].multiselect("Model", options("model"), key="runs_model")
 datasets = filters[3].multiselect("Dataset", options("dataset"), key="runs_dataset")
@@ -59,4 +62,5 @@ st.dataframe(
 
 picked = st.selectbox("Open a run", shown["id"].tolist(), index=None, placeholder="run id")
 if picked:
-    st.page_link("views/run.py", label=f"Run {picked}", icon=":material/open_in_new:", query_params={"run": picked})
+    st.page_link("views/run.py", label=f"Run {render.md(picked)}", icon=":material/open_in_new:",
+                 query_params={"run": picked})  # fmt: skip
