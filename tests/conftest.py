@@ -30,3 +30,12 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     for name in INHERITED_RUN_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on a SQLite file and on an empty database of the real PostgreSQL server (a module using it
+    imports `fresh_postgres_url, postgres_server` from services)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("fresh_postgres_url")

@@ -16,12 +16,25 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 120, poll: float = 0.2,
+             diagnostics: Callable[[], str] = lambda: "") -> Any:  # fmt: skip
+    """predicate()'s first truthy value, polled until `timeout`; else fail naming `what` (and the diagnostics)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    pytest.fail(f"{what}: not within {timeout}s\n{diagnostics()}".rstrip())
 
 
 def free_port() -> int:

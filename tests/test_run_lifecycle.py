@@ -9,12 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from recorder_helpers import CLASSIFIER_EPOCH_METRICS, csv_epoch_metrics, store_epoch_metrics
+from services import wait_for
 from sqlalchemy import select
 
 from ecaplatform.tracking.schema import Run
@@ -31,14 +30,6 @@ ENDLESS = ["--trainer.max_epochs", "100000", "--trainer.enable_checkpointing", "
            *QUICK]  # fmt: skip
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 120, poll: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    pytest.fail(f"{what}: not within {timeout}s")
 
 
 def the_run() -> Run | None:

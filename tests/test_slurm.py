@@ -6,12 +6,11 @@ counting the whole val split once."""
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from services import SlurmCluster, slurm_cluster  # noqa: F401
+from services import SlurmCluster, slurm_cluster, wait_for  # noqa: F401
 from sqlalchemy import select
 
 from ecaplatform.cli import main as eca
@@ -49,15 +48,12 @@ def _store_runs() -> list[Run]:
 
 
 def _wait_until(predicate, what: str, cluster: SlurmCluster, timeout: float = 240, poll: float = 0.5):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    queue = subprocess.run(["squeue"], capture_output=True, text=True, env=cluster.env).stdout
-    job_logs = "\n".join(p.read_text()[-3000:] for p in Path.cwd().glob("logs/*.out"))
-    pytest.fail(f"{what}: not within {timeout}s\n{queue}\n{job_logs}\n{cluster.log('slurmctld.log')[-1500:]}")
+    def diagnostics() -> str:
+        queue = subprocess.run(["squeue"], capture_output=True, text=True, env=cluster.env).stdout
+        job_logs = "\n".join(p.read_text()[-3000:] for p in Path.cwd().glob("logs/*.out"))
+        return f"{queue}\n{job_logs}\n{cluster.log('slurmctld.log')[-1500:]}"
+
+    return wait_for(predicate, what, timeout=timeout, poll=poll, diagnostics=diagnostics)
 
 
 def _epochs_recorded() -> set[int]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from services import fresh_postgres_url, postgres_server  # noqa: F401
+from services import fresh_postgres_url, postgres_server  # noqa: F401  (fixtures)
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -25,13 +25,6 @@ from ecaplatform.tracking.store import (
 from ecaplatform.tracking.writes import add_result, finish_run, record_epoch_metrics, start_run, upsert_run
 
 TABLES = {"claims", "runs", "epoch_metrics", "results", "alembic_version"}
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    return request.getfixturevalue("fresh_postgres_url")
 
 
 def test_first_write_creates_the_schema_at_the_newest_revision(store_url: str) -> None:

@@ -144,13 +144,6 @@ def test_eight_writer_processes_lose_nothing_on_postgres(fresh_postgres_url: str
     _assert_every_row_is_there(fresh_postgres_url)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    return request.getfixturevalue("fresh_postgres_url")
-
-
 def test_the_same_run_written_by_many_processes_is_one_row(store_url: str) -> None:
     """A requeued job, its submitter and a re-sent epoch all write the same run: upserts, never duplicates."""
     url = store_url
