@@ -186,9 +186,8 @@ class EcaLightningCLI(LightningCLI):
         if ckpt_path in ("last", "best"):
             # Lightning knows "best" only inside the fit that produced it, and its "last" would search one folder.
             source, path = self._named_checkpoint(job_dir, ckpt_path, from_run, config.checkpoint.dirpath)
-            config.ckpt_path = str(path)
-            if Path(path).is_file() and "trust_ckpt_hparams" in config:
-                check_ckpt_file(str(path), config.model, trust_hparams=config.trust_ckpt_hparams)
+            config.ckpt_path = str(path)  # an existing file: _named_checkpoint refuses a missing one
+            check_ckpt_file(str(path), config.model, trust_hparams=config.trust_ckpt_hparams)
             if not self.check_only:  # `eca submit` says which run it continues itself
                 rank_zero_print(f"eca {self.subcommand}: --ckpt_path {ckpt_path}: {source}: {path}")
         elif ckpt_path not in LIGHTNING_CKPT_WORDS and not Path(ckpt_path).exists():
