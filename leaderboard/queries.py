@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.orm import Session
 
 from ecaplatform.paper import paper_result
+from ecaplatform.pipelines import pipeline_label
 from ecaplatform.tracking.claims import claims_file, read_claims
 from ecaplatform.tracking.schema import Claim, EpochMetric, Result, Run
 from ecaplatform.tracking.store import (  # display_url: password hidden, never raises
@@ -317,12 +318,13 @@ def run_detail(engine: Engine | None, run_id: str) -> RunDetail | None:
                     "samples_evaluated": r.samples_evaluated,
                     "split_size": (r.fingerprint or {}).get("num_samples"),
                     "fingerprint": (r.fingerprint or {}).get("hash", "")[:16],
+                    "pipeline": pipeline_label(r.pipeline),
                     "created_at": _aware(r.created_at),
                 }
                 for r in session.scalars(select(Result).where(Result.run_id == run_id).order_by(Result.id))
             ],
             columns=["dataset", "split", "top1", "top5", "loss", "samples_evaluated", "split_size", "fingerprint",
-                     "created_at"],
+                     "pipeline", "created_at"],
         )
         curve_rows = session.execute(
             select(EpochMetric.epoch, EpochMetric.name, EpochMetric.value)

@@ -20,7 +20,9 @@ VERIFY_JOB = REPO_ROOT / "jobs" / "verify_eca_resnet18.yaml"
 VAL_PER_CLASS = [2, 1, 2, 1, 2, 1, 2]  # 11 images: 6 on rank 0, 5 on rank 1; a padding sampler would score 12
 
 
-def validate(tmp_path: Path, name: str, root: Path, weights: Path, devices: int) -> tuple[dict[str, float], str]:
+def validate(
+    tmp_path: Path, name: str, root: Path, weights: Path, devices: int, eval_backend: str = "torchvision"
+) -> tuple[dict[str, float], str]:
     """`eca validate` in a subprocess (Lightning's ddp launcher re-runs it per rank); its metrics and output."""
     run_dir = tmp_path / name
     args = [sys.executable, "-m", "ecaplatform", "validate", "--config", str(VERIFY_JOB),
@@ -29,7 +31,8 @@ def validate(tmp_path: Path, name: str, root: Path, weights: Path, devices: int)
             # a global eval batch of 2 = 1 image per rank: the ranks run 6 and 5 batches
             "--data.init_args.batch_size", "2", "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
             "--trainer.strategy", "ddp" if devices > 1 else "auto", "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(run_dir), "--job.wandb_mode", "disabled"]  # fmt: skip
+            "--trainer.default_root_dir", str(run_dir), "--job.wandb_mode", "disabled",
+            "--data.init_args.eval_backend", eval_backend, "--data.init_args.dali_device", "cpu"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -40,7 +43,10 @@ def validate(tmp_path: Path, name: str, root: Path, weights: Path, devices: int)
 
 
 @pytest.mark.slow
-def test_two_rank_validation_counts_every_image_once_and_matches_one_rank(tmp_path: Path) -> None:
+@pytest.mark.parametrize("eval_backend", ["torchvision", "dali"])
+def test_two_rank_validation_counts_every_image_once_and_matches_one_rank(tmp_path: Path, eval_backend: str) -> None:
+    if eval_backend == "dali":
+        pytest.importorskip("nvidia.dali", reason="the dali backend needs NVIDIA DALI: pip install -e '.[dali]'")
     root = make_imagenet_folder(tmp_path / "imagenet", classes=len(VAL_PER_CLASS), train_per_class=1,
                                 val_per_class=VAL_PER_CLASS, size=24)  # fmt: skip
     torch.manual_seed(3)
@@ -49,8 +55,8 @@ def test_two_rank_validation_counts_every_image_once_and_matches_one_rank(tmp_pa
     torch.save({"epoch": 1, "arch": "eca_resnet18", "best_prec1": 0.0,
                 "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, weights)  # fmt: skip
 
-    single, _ = validate(tmp_path, "single", root, weights, devices=1)
-    ddp, output = validate(tmp_path, "ddp", root, weights, devices=2)
+    single, _ = validate(tmp_path, "single", root, weights, devices=1, eval_backend=eval_backend)
+    ddp, output = validate(tmp_path, "ddp", root, weights, devices=2, eval_backend=eval_backend)
 
     assert "MEMBER: 2/2" in output  # two ranks really ran
 
@@ -59,6 +65,15 @@ def test_two_rank_validation_counts_every_image_once_and_matches_one_rank(tmp_pa
     assert ddp["val_top5"] == single["val_top5"]
     assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-5)
     assert 0.0 < single["val_top5"] < 100.0  # the weights discriminate: the comparison is not vacuous
+    # Both results say which input pipeline made their batches (a DALI evaluation never verifies a claim).
+    from sqlalchemy import select
+
+    from ecaplatform.tracking.schema import Result
+    from ecaplatform.tracking.store import session_scope, writer_engine
+
+    with session_scope(writer_engine()) as session:
+        pipelines = [result.pipeline for result in session.scalars(select(Result))]
+    assert pipelines == ["dali-cpu" if eval_backend == "dali" else "torchvision"] * 2
 
 
 # --- what the store records under DDP and across nodes -----------------------------------------------------------

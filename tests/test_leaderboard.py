@@ -209,6 +209,7 @@ def test_run_page_shows_learning_curves_results_and_provenance(store) -> None:  
     assert "max_epochs: 4" in at.code[0].value  # the resolved config, as YAML
     results = at.table[0].value
     assert results["top1"].tolist() == [77.55] and results["samples_evaluated"].tolist() == [50_000]
+    assert results["pipeline"].tolist() == ["torchvision (not recorded)"]  # a result stored without its pipeline
 
 
 def test_run_page_names_an_unknown_run(store) -> None:  # type: ignore[no-untyped-def]

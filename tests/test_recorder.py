@@ -167,6 +167,40 @@ def test_evaluation_records_a_result_for_its_split(tmp_path: Path, command: str)
     assert 0 <= result.top1 <= 100 and result.top5 >= result.top1
 
 
+class _DaliData(TinyData):
+    def pipeline(self, split: str) -> str:
+        return "dali-gpu"
+
+
+class _BrokenPipelineData(TinyData):
+    def pipeline(self, split: str) -> str:
+        raise RuntimeError("no DALI here")
+
+
+@pytest.mark.parametrize(("datamodule", "recorded"), [(_DaliData, "dali-gpu"), (TinyData, None),
+                                                      (_BrokenPipelineData, None)])  # fmt: skip
+def test_a_result_records_the_data_modules_pipeline_or_none(tmp_path: Path, datamodule: type, recorded: str) -> None:
+    callbacks, logger = tracking_for_run("validate", tiny_config(), JobSpec(name="eval", wandb_mode="disabled"))
+    trainer_for(callbacks, logger, tmp_path).validate(TinyClassifier(), datamodule=datamodule())
+    [run] = _runs()
+    assert run.status == "succeeded"  # a data module that cannot say its pipeline does not fail the evaluation
+    [result] = _results(run.id)
+    assert result.pipeline == recorded
+
+
+def test_a_validate_run_of_the_real_data_module_records_the_torchvision_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecaplatform.lightning_cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", str(DEMO), "--trainer.max_epochs", "1", *QUICK_FIT]) == 0
+    assert main(["validate", "--config", str(DEMO), "--ckpt_path", "last", *QUICK_FIT]) == 0
+    validate = next(run for run in _runs() if run.command == "validate")
+    [result] = _results(validate.id)
+    assert (result.split, result.pipeline) == ("val", "torchvision")
+
+
 def test_wandb_mode_is_offline_without_a_key_and_env_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_MODE")
     assert wandb_mode(JobSpec()) == "offline"

@@ -10,7 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from services import fresh_postgres_url, postgres_server  # noqa: F401  (fixtures)
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from ecaplatform.cli import main as eca
@@ -40,6 +40,45 @@ def test_migrations_create_exactly_the_tables_of_schema_py(store_url: str) -> No
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     engine.dispose()
     assert differences == []
+
+
+def test_a_store_at_0002_with_a_result_upgrades_and_its_result_has_no_pipeline(store_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import insert
+
+    from ecaplatform.tracking.store import alembic_config, schema_behind
+
+    def migrate(engine: Engine, to: str, *, down: bool = False) -> None:
+        # Alembic itself, not store.upgrade, which would mark the store up to date for this process.
+        with engine.connect() as connection:
+            (command.downgrade if down else command.upgrade)(alembic_config(connection), to)
+            connection.commit()
+
+    old = make_engine(store_url)
+    migrate(old, "0002_run_heartbeat")  # as an ecaplatform from before pipelines left it
+    assert "pipeline" not in {column["name"] for column in inspect(old).get_columns("results")}
+    with old.begin() as connection:  # a result as that version recorded it: no pipeline column
+        run = {"id": "old", "job_name": "j", "command": "validate", "model_name": "m", "status": "succeeded"}
+        connection.execute(insert(Run.__table__).values(**run, num_nodes=1, world_size=1))
+        result = {"run_id": "old", "model_name": "m", "dataset": "imagenet", "split": "val", "top1": 77.4}
+        connection.execute(insert(Result.__table__).values(**result, samples_evaluated=50000))
+    assert "0002_run_heartbeat" in (schema_behind(old) or "")
+    old.dispose()
+
+    engine = writer_engine(store_url)  # the first write of a newer ecaplatform migrates it
+    assert current_revision(engine) == head_revision()
+    add_result(engine, "old", model_name="m", dataset="imagenet", split="val", top1=77.5, top5=None, loss=None,
+               samples_evaluated=50000, fingerprint={}, pipeline="dali-gpu")  # fmt: skip
+    with session_scope(engine) as session:
+        pipelines = session.execute(select(Result.top1, Result.pipeline).order_by(Result.id)).all()
+    assert [tuple(row) for row in pipelines] == [(77.4, None), (77.5, "dali-gpu")]
+
+    migrate(engine, "0002_run_heartbeat", down=True)  # and back: the column goes, the results stay
+    assert current_revision(engine) == "0002_run_heartbeat"
+    assert "pipeline" not in {column["name"] for column in inspect(engine).get_columns("results")}
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(Result.__table__)).scalar() == 2
+    engine.dispose()
 
 
 def test_run_metrics_and_results_round_trip(store_url: str) -> None:

@@ -21,13 +21,15 @@ _ids = itertools.count()
 
 
 def _result(top1: float, *, samples: int = 50000, fingerprint: dict[str, Any] | None = None,
-            dataset: str = "imagenet", split: str = "val", status: str = "succeeded") -> str:  # fmt: skip
+            dataset: str = "imagenet", split: str = "val", status: str = "succeeded",
+            pipeline: str | None = "torchvision") -> str:  # fmt: skip
     engine = writer_engine()
     ensure_claims(engine)
     run_id = f"run-{next(_ids)}"
     start_run(engine, run_id, job_name="verify", command="validate", model_name="eca_resnet50", claim_id=CLAIM)
     add_result(engine, run_id, model_name="eca_resnet50", dataset=dataset, split=split, top1=top1, top5=93.6,
-               loss=0.9, samples_evaluated=samples, fingerprint=fingerprint or FULL_VAL)  # fmt: skip
+               loss=0.9, samples_evaluated=samples, fingerprint=fingerprint or FULL_VAL,
+               pipeline=pipeline)  # fmt: skip
     if status != "running":
         finish_run(engine, run_id, status, error=None if status == "succeeded" else "x")
     return run_id
@@ -68,6 +70,8 @@ def test_full_split_below_tolerance_is_not_reproduced() -> None:
         ({"split": "test", "fingerprint": {**FULL_VAL, "split": "test"}}, "evaluated on imagenet/test"),
         ({"fingerprint": {**FULL_VAL, "num_classes": 100}}, "100 classes"),
         ({"status": "failed"}, "did not succeed"),
+        ({"pipeline": "dali-gpu"}, "evaluated with the dali-gpu pipeline"),
+        ({"pipeline": "dali-cpu"}, "evaluated with the dali-cpu pipeline"),
     ],
 )
 def test_results_that_do_not_qualify_are_shown_but_never_verify(kwargs: dict[str, Any], reason: str) -> None:
@@ -76,6 +80,38 @@ def test_results_that_do_not_qualify_are_shown_but_never_verify(kwargs: dict[str
     assert status.status == UNVERIFIED and status.verified_value is None
     assert (status.best_other_value, status.best_other_run_id) == (77.60, run_id)
     assert reason in status.best_other_reason
+
+
+@pytest.mark.parametrize("pipeline", ["dali-cpu", "dali-gpu"])
+def test_a_dali_evaluation_above_the_claim_never_verifies_and_says_how_to_verify(pipeline: str) -> None:
+    dali = _result(77.90, pipeline=pipeline)  # better than the paper, but not PIL-preprocessed as the paper was
+    status = _status()
+    assert (status.status, status.verified_value, status.evidence_run_id) == (UNVERIFIED, None, None)
+    assert (status.best_other_value, status.best_other_run_id) == (77.90, dali)
+    assert status.best_other_reason == (
+        f"evaluated with the {pipeline} pipeline; claims verify only with the reference torchvision (PIL) "
+        "evaluation: rerun `eca validate` with data.eval_backend: torchvision"
+    )
+    reference = _result(77.45)  # the same checkpoint evaluated with the reference pipeline
+    status = _status()
+    assert (status.status, status.verified_value, status.evidence_run_id) == (VERIFIED, 77.45, reference)
+    assert status.best_other_run_id == dali
+
+
+@pytest.mark.parametrize("pipeline", ["torchvision", None])  # None: stored before pipelines were recorded
+def test_a_torchvision_or_unrecorded_pipeline_verifies(pipeline: str | None) -> None:
+    run_id = _result(77.45, pipeline=pipeline)
+    status = _status()
+    assert (status.status, status.verified_value, status.evidence_run_id) == (VERIFIED, 77.45, run_id)
+    assert status.best_other_reason is None
+
+
+def test_only_the_reference_pipeline_verifies() -> None:
+    from ecaplatform.pipelines import PIPELINES, REFERENCE_PIPELINE, VERIFYING_PIPELINES
+
+    assert REFERENCE_PIPELINE == "torchvision"
+    assert sorted(VERIFYING_PIPELINES) == ["torchvision"]
+    assert PIPELINES == ("torchvision", "dali-cpu", "dali-gpu")
 
 
 def test_a_queued_or_running_run_shows_running_until_it_qualifies() -> None:

@@ -12,7 +12,8 @@ from ecaplatform.datamodules.base import (
     per_device_batch_size,
 )
 from ecaplatform.datamodules.digits import DigitsDataModule
-from ecaplatform.datamodules.imagenet import ImageNetDataModule, scan_split
+from ecaplatform.datamodules.folder_index import scan_split
+from ecaplatform.datamodules.imagenet import ImageNetDataModule
 from ecaplatform.datamodules.synthetic import SyntheticDataModule
 from ecaplatform.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
 SPLITS = ("train", "val", "test")
 
@@ -74,7 +74,7 @@ class ClassificationDataModule(L.LightningDataModule):
         num_workers: loader worker processes per rank; None picks min(8, CPUs per local rank - 1).
         pin_memory: None pins when training on a GPU.
         drop_last: drop the last incomplete training batch.
-        seed: seed of the shuffling order under DDP (each epoch reshuffles with seed + epoch).
+        seed: seed of the training order (each epoch reshuffles with seed + epoch, on one process too).
     """
 
     dataset_name: str = ""
@@ -123,6 +123,10 @@ class ClassificationDataModule(L.LightningDataModule):
             raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         return self._fingerprint(self.source_split(split))
 
+    def pipeline(self, split: str) -> str:
+        """The input pipeline that makes `split`'s batches (ecaplatform.pipelines names), recorded with results."""
+        return "torchvision"
+
     def _world(self) -> tuple[int, int, bool]:
         """(rank, world size, on GPU) of the attached trainer; a lone process without one."""
         trainer = self.trainer
@@ -137,37 +141,44 @@ class ClassificationDataModule(L.LightningDataModule):
         devices = self.trainer.num_devices if self.trainer is not None else 1
         return max(0, min(8, available_cpus() // max(1, devices) - 1))
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        dataset = self._dataset(split)
-        rank, world, on_gpu = self._world()
+    def _sampler(self, size: int, train: bool) -> Sampler:
+        """This rank's order of the split: a seeded shuffle per epoch for training, rank::world for evaluation.
+
+        Training always uses DistributedSampler (with one replica on one process) so that the order depends only
+        on (seed, epoch, rank, world size), whichever backend decodes the images.
+        """
+        rank, world, _ = self._world()
         if train:
-            batch = per_device_batch_size(self.batch_size, world, strict=True)
-            if world > 1:
-                sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-            else:
-                sampler = RandomSampler(dataset)
-        else:
-            batch = per_device_batch_size(self.eval_batch_size or self.batch_size, world, strict=False)
-            if world > 1:
-                sampler = ExactDistributedSampler(len(dataset), num_replicas=world, rank=rank)
-            else:
-                sampler = SequentialSampler(dataset)
+            return DistributedSampler(range(size), num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        if world > 1:
+            return ExactDistributedSampler(size, num_replicas=world, rank=rank)
+        return SequentialSampler(range(size))
+
+    def _batch_size(self, train: bool) -> int:
+        _, world, _ = self._world()
+        if train:
+            return per_device_batch_size(self.batch_size, world, strict=True)
+        return per_device_batch_size(self.eval_batch_size or self.batch_size, world, strict=False)
+
+    def _loader(self, split: str, train: bool) -> Iterable:
+        dataset = self._dataset(split)
+        _, _, on_gpu = self._world()
         workers = self._workers()
         return DataLoader(
             dataset,
-            batch_size=batch,
-            sampler=sampler,
+            batch_size=self._batch_size(train),
+            sampler=self._sampler(len(dataset), train),
             num_workers=workers,
             pin_memory=on_gpu if self.pin_memory is None else self.pin_memory,
             persistent_workers=workers > 0,
             drop_last=train and self.drop_last,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> Iterable:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> Iterable:
         return self._loader("val", train=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> Iterable:
         return self._loader("test", train=False)

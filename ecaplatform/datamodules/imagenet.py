@@ -1,114 +1,26 @@
 """ImageNet in its folder layout: root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG (val sorted into classes).
 
-Setup lists files with os.scandir (threads over class folders, no image is opened) so that the 1.28M training
-files index in seconds on a local disk; the index lives in numpy arrays, which worker processes can share
-without the copy-on-write growth that Python lists of strings cause.
+The files are indexed by folder_index.scan_split; the images are decoded by PIL in DataLoader workers
+(backend torchvision, the reference) or by NVIDIA DALI (backend dali, see dali.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
-from ecaplatform.datamodules.base import ClassificationDataModule, DataError
-from ecaplatform.datamodules.transforms import eval_transform, train_transform
+from ecaplatform.datamodules.base import ClassificationDataModule, DataError, available_cpus
+from ecaplatform.datamodules.dali import Augmentation, DaliLoader, import_dali
+from ecaplatform.datamodules.folder_index import LAYOUT_HINT, FolderIndex, scan_split
+from ecaplatform.datamodules.transforms import EVAL_RESIZE_RATIO, eval_transform, train_transform
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
-LAYOUT_HINT = "expected layout: <root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG (val sorted into class folders)"
-# Show a progress bar when a split has at least this many class folders (the real ImageNet has 1000).
-PROGRESS_MIN_CLASSES = 100
-
-
-@dataclass
-class FolderIndex:
-    """The files of one split: relative paths (bytes), labels, and the class names in label order."""
-
-    root: Path
-    classes: list[str]
-    paths: np.ndarray  # dtype S: "wnid/file.JPEG"
-    labels: np.ndarray  # int64
-    sizes: np.ndarray  # int64, bytes on disk
-
-    def fingerprint_hash(self) -> str:
-        """sha256 of the sorted "relative/path<TAB>size" lines: same data anywhere on disk, same hash."""
-        digest = hashlib.sha256()
-        for i in np.argsort(self.paths, kind="stable"):
-            digest.update(self.paths[i] + b"\t" + str(int(self.sizes[i])).encode() + b"\n")
-        return digest.hexdigest()
-
-
-def _list_class_folder(folder: str) -> tuple[list[str], list[int]]:
-    names, sizes = [], []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
-                names.append(entry.name)
-                sizes.append(entry.stat().st_size)
-    order = sorted(range(len(names)), key=names.__getitem__)
-    return [names[i] for i in order], [sizes[i] for i in order]
-
-
-def scan_split(split_dir: Path, show_progress: bool = True, threads: int = 16) -> FolderIndex:
-    """Index root/<split>/<class>/<image>; classes are the sorted folder names (torchvision's ImageFolder order)."""
-    if not split_dir.is_dir():
-        raise DataError(f"split folder {split_dir} does not exist; {LAYOUT_HINT}")
-    with os.scandir(split_dir) as entries:
-        children = list(entries)
-    classes = sorted(e.name for e in children if e.is_dir())
-    loose = [e.name for e in children if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)]
-    if not classes:
-        hint = (
-            f"; it holds {len(loose)} images directly (e.g. {loose[0]}): sort them into class folders"
-            if loose
-            else ""
-        )
-        raise DataError(f"{split_dir} has no class folders{hint}; {LAYOUT_HINT}")
-    start = time.perf_counter()
-    folders = [str(split_dir / c) for c in classes]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        listing = pool.map(_list_class_folder, folders)
-        if show_progress and len(classes) >= PROGRESS_MIN_CLASSES:
-            listing = tqdm(listing, total=len(classes), desc=f"indexing {split_dir}", unit="class", file=sys.stderr)
-        results = list(listing)
-    paths: list[bytes] = []
-    labels: list[int] = []
-    sizes: list[int] = []
-    for label, (cls, (names, file_sizes)) in enumerate(zip(classes, results, strict=True)):
-        if not names:
-            raise DataError(
-                f"class folder {split_dir / cls} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                "remove the folder or restore its images"
-            )
-        prefix = cls.encode() + b"/"
-        paths.extend(prefix + n.encode() for n in names)
-        labels.extend([label] * len(names))
-        sizes.extend(file_sizes)
-    if show_progress and len(classes) >= PROGRESS_MIN_CLASSES:
-        print(
-            f"indexed {len(paths):,} images in {len(classes)} classes under {split_dir} "
-            f"in {time.perf_counter() - start:.1f} s",
-            file=sys.stderr,
-        )
-    return FolderIndex(
-        root=split_dir,
-        classes=classes,
-        paths=np.array(paths, dtype=np.bytes_),
-        labels=np.array(labels, dtype=np.int64),
-        sizes=np.array(sizes, dtype=np.int64),
-    )
+BACKENDS = ("torchvision", "dali")
 
 
 class ImageFolderDataset(Dataset):
@@ -139,6 +51,12 @@ class ImageNetDataModule(ClassificationDataModule):
         image_size: crop size (224 in the paper); evaluation resizes to image_size * 256/224 first.
         test_split: the folder `eca test` evaluates (ImageNet's test set has no public labels: val).
         show_progress: progress bar while indexing large trees (rank 0 only).
+        backend: what decodes and augments the training images: torchvision (PIL in DataLoader workers, the
+            paper's preprocessing) or dali (NVIDIA DALI, `pip install -e '.[dali]'`); in the dali backend
+            num_workers is the number of DALI CPU threads per rank.
+        eval_backend: the same choice for validation and test. The default, torchvision, is the reference
+            evaluation: only results evaluated with it verify a paper claim.
+        dali_device: where DALI decodes: gpu (nvJPEG), cpu, or auto (gpu when training on CUDA).
         See ClassificationDataModule for batch_size (global), eval_batch_size, num_workers, pin_memory, seed.
     """
 
@@ -157,8 +75,23 @@ class ImageNetDataModule(ClassificationDataModule):
         show_progress: bool = True,
         drop_last: bool = False,
         seed: int = 0,
+        backend: Literal["torchvision", "dali"] = "torchvision",
+        eval_backend: Literal["torchvision", "dali"] = "torchvision",
+        dali_device: Literal["auto", "cpu", "gpu"] = "auto",
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, pin_memory, drop_last, seed)
+        for name, value, choices in (
+            ("backend", backend, BACKENDS),
+            ("eval_backend", eval_backend, BACKENDS),
+            ("dali_device", dali_device, ("auto", "cpu", "gpu")),
+        ):
+            if value not in choices:
+                raise DataError(f"data.{name} must be one of {', '.join(choices)}, got {value!r}")
+        if "dali" in (backend, eval_backend):
+            import_dali()  # fails now, in one line, rather than after indexing the data
+        self.backend = backend
+        self.eval_backend = eval_backend
+        self.dali_device = dali_device
         self.root = Path(root).expanduser()
         self.image_size = image_size
         self.train_scale = tuple(train_scale)
@@ -216,6 +149,41 @@ class ImageNetDataModule(ClassificationDataModule):
         else:
             transform = eval_transform(self.image_size)
         return ImageFolderDataset(self._index(split), transform)
+
+    def _backend(self, split: str) -> str:
+        return self.backend if split == "train" else self.eval_backend
+
+    def _dali_device(self) -> str:
+        if self.dali_device != "auto":
+            return self.dali_device
+        trainer = self.trainer
+        return "gpu" if trainer is not None and trainer.strategy.root_device.type == "cuda" else "cpu"
+
+    def pipeline(self, split: str) -> str:
+        return f"dali-{self._dali_device()}" if self._backend(self.source_split(split)) == "dali" else "torchvision"
+
+    def _loader(self, split: str, train: bool) -> Iterable:
+        if self._backend(self.source_split(split)) != "dali":
+            return super()._loader(split, train)
+        index = self._index(self.source_split(split))
+        rank, _, _ = self._world()
+        device = self._dali_device()
+        device_id = None
+        if device == "gpu":
+            root = self.trainer.strategy.root_device if self.trainer is not None else None
+            device_id = root.index if root is not None and root.type == "cuda" else torch.cuda.current_device()
+        devices = self.trainer.num_devices if self.trainer is not None else 1
+        threads = self.num_workers if self.num_workers else max(1, min(16, available_cpus() // max(1, devices)))
+        aug = Augmentation(
+            image_size=self.image_size,
+            train=train,
+            scale=self.train_scale,
+            resize_size=None if train else round(self.image_size * EVAL_RESIZE_RATIO),
+        )
+        return DaliLoader(
+            index, self._sampler(len(index.labels), train), self._batch_size(train), aug, device=device,
+            threads=threads, device_id=device_id, seed=self.seed, rank=rank, drop_last=train and self.drop_last,
+        )  # fmt: skip
 
     def _fingerprint(self, split: str) -> dict[str, Any]:
         index = self._index(split)

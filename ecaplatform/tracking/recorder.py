@@ -188,6 +188,18 @@ class RunRecorder(pl.Callback):
             log.warning("could not fingerprint the %s split: %s", split, exc)
             return {"error": str(exc)}
 
+    def _pipeline(self, trainer: pl.Trainer, split: str) -> str | None:
+        """The input pipeline that produced the split's batches, or None if the data module does not say."""
+        pipeline = getattr(trainer.datamodule, "pipeline", None)
+        if pipeline is None:
+            return None
+        try:
+            name = pipeline(split)
+        except Exception as exc:  # an unknown pipeline must not kill a finished evaluation
+            log.warning("could not tell the %s split's input pipeline: %s", split, exc)
+            return None
+        return str(name)[:32] if name else None
+
     def _scalars(self, trainer: pl.Trainer) -> dict[str, float]:
         return _finite(trainer.callback_metrics)
 
@@ -386,6 +398,7 @@ class RunRecorder(pl.Callback):
             loss=metrics.get(f"{split}_loss"),
             samples_evaluated=int(round(samples)) if samples is not None else 0,
             fingerprint=fingerprint,
+            pipeline=self._pipeline(trainer, split),
         )
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:

@@ -8,6 +8,9 @@ Conventions every writer and reader relies on:
 - A result's `fingerprint` is the data module's dataset fingerprint for the split it evaluated:
   {"dataset": "imagenet", "split": "val", "num_samples": 50000, "num_classes": 1000, "hash": "<sha256>"}.
   `samples_evaluated` is how many samples the metric actually saw, summed over all ranks.
+- A result's `pipeline` is the input pipeline that produced the evaluation's batches, one of
+  ecaplatform.pipelines.PIPELINES ("torchvision", "dali-cpu", "dali-gpu"). NULL: recorded before pipelines were
+  recorded; every such result came from the torchvision pipeline, the only one then.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ class Result(Base):
     loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     samples_evaluated: Mapped[int] = mapped_column(Integer)
     fingerprint: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    pipeline: Mapped[str | None] = mapped_column(String(32), nullable=True)  # "torchvision", "dali-gpu", ...
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="results")

@@ -1,6 +1,8 @@
 """The rule that decides whether a claim is verified. The platform decides, not a person.
 
 A result verifies a claim only if it comes from a run that succeeded, is on the claim's dataset and split,
+was evaluated with a verifying input pipeline (ecaplatform.pipelines.VERIFYING_PIPELINES: only the reference
+torchvision/PIL one, as the paper's numbers were; a result stored before pipelines were recorded came from it),
 its dataset fingerprint is the whole split (e.g. 50,000 ImageNet val images of 1,000 classes) and every
 sample of it was counted exactly once, and its metric is within the claim's tolerance of the claimed value
 (or better). Anything else is recorded and shown, never verifying.
@@ -21,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
+from ecaplatform.pipelines import REFERENCE_PIPELINE, VERIFYING_PIPELINES
 from ecaplatform.tracking.schema import RUN_STATUSES, Claim, Result, Run, utcnow
 
 VERIFIED = "Verified"
@@ -108,6 +111,11 @@ def disqualification(claim: Claim, result: Result, run_status: str | None = "suc
         return f"its run did not succeed (status {run_status})"
     if result.dataset != claim.dataset or result.split != claim.split:
         return f"evaluated on {result.dataset}/{result.split}, the claim is on {claim.dataset}/{claim.split}"
+    # NULL: stored before pipelines were recorded, when torchvision was the only one.
+    if result.pipeline is not None and result.pipeline not in VERIFYING_PIPELINES:
+        return (f"evaluated with the {result.pipeline} pipeline; claims verify only with the reference "
+                f"{REFERENCE_PIPELINE} (PIL) evaluation: rerun `eca validate` with "
+                f"data.eval_backend: {REFERENCE_PIPELINE}")  # fmt: skip
     fingerprint = result.fingerprint or {}
     split_size = fingerprint.get("num_samples")
     if fingerprint.get("dataset") != claim.dataset or fingerprint.get("split") != claim.split:

@@ -94,12 +94,14 @@ def add_result(
     loss: float | None,
     samples_evaluated: int,
     fingerprint: Mapping[str, Any],
+    pipeline: str | None = None,
 ) -> int:
-    """Store a final evaluation (percent accuracies) and return its id."""
+    """Store a final evaluation (percent accuracies) and return its id. `pipeline` is the input pipeline that
+    produced its batches (ecaplatform.pipelines.PIPELINES); None when the data module does not say."""
     with session_scope(engine) as session:
         result = Result(
             run_id=run_id, model_name=model_name, dataset=dataset, split=split, top1=top1, top5=top5, loss=loss,
-            samples_evaluated=int(samples_evaluated), fingerprint=dict(fingerprint),
+            samples_evaluated=int(samples_evaluated), fingerprint=dict(fingerprint), pipeline=pipeline,
         )  # fmt: skip
         session.add(result)
         session.flush()

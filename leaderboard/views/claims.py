@@ -47,7 +47,7 @@ if others:
 st.caption(
     f"Store: {render.md(board.store_url)} ({board.store_state}, {board.run_count:,} runs; read-only, refreshed "
     f"every {data.CACHE_TTL_S} s). Claims from: {render.md(board.claims_source)}. A claim is verified only by a "
-    "succeeded run whose result covers the claim's whole dataset split, each sample counted once, within the claim's "
-    "tolerance below the claimed value (better always verifies); subsets and padded distributed evaluations are "
-    "shown, never verify."
+    "succeeded run whose result covers the claim's whole dataset split, each sample counted once, evaluated with the "
+    "reference torchvision (PIL) pipeline as the paper was, within the claim's tolerance below the claimed value "
+    "(better always verifies); subsets, padded distributed evaluations and DALI evaluations are shown, never verify."
 )
