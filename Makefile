@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint leaderboard bench clean
+.PHONY: demo test test-fast lint leaderboard bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,dali]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -36,6 +36,11 @@ leaderboard: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# The GPU acceptance check (one H100, < 8 min, one markdown table). No install step: a GPU node brings its own torch
+# (PYTHON=... picks the interpreter); without a GPU it prints one line and exits 0.
+gpu-check:
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
