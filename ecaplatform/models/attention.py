@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .eca import ECALayer
+from .eca import ECALayer, global_avg_pool
 
 ATTENTIONS = ("none", "se", "cbam", "eca")
 
@@ -20,7 +20,6 @@ class SELayer(nn.Module):
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
         hidden = max(1, channels // reduction)
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Sequential(
             nn.Linear(channels, hidden, bias=False),
             nn.ReLU(inplace=True),
@@ -28,10 +27,13 @@ class SELayer(nn.Module):
             nn.Sigmoid(),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel weights [B, C, 1, 1] that forward multiplies x by (blocks fuse that with their residual)."""
         b, c = x.shape[:2]
-        y = self.fc(self.avg_pool(x).view(b, c)).view(b, c, 1, 1)
-        return x * y
+        return self.fc(global_avg_pool(x).view(b, c)).view(b, c, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
 
 
 class CBAMChannelGate(nn.Module):

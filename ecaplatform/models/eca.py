@@ -33,6 +33,65 @@ def check_kernel_size(k: object) -> int:
     return k
 
 
+# Training-speed helpers for channel gates (SE, ECA). Their values and gradients equal the plain formulas' up to
+# float rounding, and without autograd they run the plain formulas, so inference (and the MAC counter in
+# profile.py) sees the same ops as before. Measured on a 2-core CPU (old and new models in one process): ECA- and
+# SE-ResNet-50 train ~1-2% faster in NCHW and ~4-5% faster channels_last; the extra full-size passes are the cost.
+
+
+class _GlobalAvgPool(torch.autograd.Function):
+    """x.mean((2, 3), keepdim=True), whose backward returns a broadcast view of grad / (H*W): autograd's own
+    mean backward materialises that [B, C, H, W] tensor only to add it to x's other gradient."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        return x.mean((2, 3), keepdim=True)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        shape = ctx.shape
+        return (grad / (shape[2] * shape[3])).expand(shape)
+
+
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, 1, 1] spatial mean (what nn.AdaptiveAvgPool2d(1) computes)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _GlobalAvgPool.apply(x)
+    return x.mean((2, 3), keepdim=True)
+
+
+class _GatedResidual(torch.autograd.Function):
+    """identity + x * gate as one addcmul: one pass over the map and one allocation fewer than mul then add.
+    The backward is written out because autograd's addcmul backward first materialises `x * value` (a third
+    full-size product); this one does only the two that mul's backward does."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, identity: torch.Tensor, x: torch.Tensor,
+                gate: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, gate)
+        ctx.identity_shape = identity.shape
+        return torch.addcmul(identity, x, gate)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx,
+                 grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        x, gate = ctx.saved_tensors
+        need_identity, need_x, need_gate = ctx.needs_input_grad
+        # sum_to_size undoes broadcasting (the gate's H, W; a no-op for same-shape inputs).
+        grad_identity = grad.sum_to_size(ctx.identity_shape) if need_identity else None
+        grad_x = (grad * gate).sum_to_size(x.shape) if need_x else None
+        grad_gate = (grad * x).sum_to_size(gate.shape) if need_gate else None
+        return grad_identity, grad_x, grad_gate
+
+
+def gated_residual(identity: torch.Tensor, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """identity + x * gate, gate a channel gate [B, C, 1, 1]: a block's residual sum with SE/ECA attention."""
+    if torch.is_grad_enabled() and (identity.requires_grad or x.requires_grad or gate.requires_grad):
+        return _GatedResidual.apply(identity, x, gate)
+    return x * gate + identity
+
+
 class ECALayer(nn.Module):
     """Channel attention by a 1-D convolution over the globally pooled channel descriptor.
 
@@ -48,15 +107,17 @@ class ECALayer(nn.Module):
                 raise ValueError("ECALayer needs k_size, or channels to compute the adaptive kernel size")
             k_size = adaptive_kernel_size(channels, gamma, b)
         self.k_size = check_kernel_size(k_size)
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
         self.sigmoid = nn.Sigmoid()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.avg_pool(x)  # [B, C, 1, 1]
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel weights [B, C, 1, 1] that forward multiplies x by (blocks fuse that with their residual)."""
+        y = global_avg_pool(x)  # [B, C, 1, 1]
         y = self.conv(y.squeeze(-1).transpose(-1, -2))  # channels as a 1-D sequence: [B, 1, C]
-        y = self.sigmoid(y.transpose(-1, -2).unsqueeze(-1))  # back to [B, C, 1, 1]
-        return x * y
+        return self.sigmoid(y.transpose(-1, -2).unsqueeze(-1))  # back to [B, C, 1, 1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
 
     def extra_repr(self) -> str:
         return f"k_size={self.k_size}"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .attention import attention_attr, make_attention
-from .eca import resolve_kernel_sizes
+from .eca import gated_residual, resolve_kernel_sizes
 from .registry import ATTENTION_PREFIX, ModelInfo, register_model
 
 # depth -> (block type, blocks per stage)
@@ -61,8 +61,16 @@ class _AttentionMixin:
             module = make_attention(attention, channels, k_size=k_size, reduction=reduction)
             setattr(self, self.attention_name, module)
 
-    def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.attention_name is None else getattr(self, self.attention_name)(x)
+    def _attend_and_add(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """attention(x) + identity. A pure channel gate (SE, ECA: they have a `gate` method) is fused with the add
+        (eca.gated_residual: one pass over the map instead of mul then add); CBAM, with its spatial gate, runs as
+        a module."""
+        if self.attention_name is None:
+            return x + identity
+        attention = getattr(self, self.attention_name)
+        if hasattr(attention, "gate"):
+            return gated_residual(identity, x, attention.gate(x))
+        return attention(x) + identity
 
 
 class BasicBlock(_AttentionMixin, nn.Module):
@@ -83,8 +91,7 @@ class BasicBlock(_AttentionMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self._attend(self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
+        return self.relu(self._attend_and_add(self.bn2(self.conv2(out)), identity))
 
 
 class Bottleneck(_AttentionMixin, nn.Module):
@@ -108,8 +115,7 @@ class Bottleneck(_AttentionMixin, nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self._attend(self.bn3(self.conv3(out)))
-        return self.relu(out + identity)
+        return self.relu(self._attend_and_add(self.bn3(self.conv3(out)), identity))
 
 
 class ResNet(nn.Module):
