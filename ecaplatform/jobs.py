@@ -193,6 +193,10 @@ def local_command(job: Job, command: str, overrides: Sequence[str] = ()) -> list
 
 # SIGHUP (the terminal went away) becomes SIGTERM: Lightning stops on that gracefully and records the run.
 FORWARDED_SIGNALS = {signal.SIGTERM: signal.SIGTERM, signal.SIGINT: signal.SIGINT, signal.SIGHUP: signal.SIGTERM}
+# A training process sometimes goes on after a forwarded SIGINT (seen about one time in three in
+# tests/test_run_lifecycle.py, on this code and the code before it; the cause is not found yet): if it is still
+# running this many seconds later, it gets SIGTERM, which Lightning always honours (it checks a flag every batch).
+SIGINT_GRACE_S = 20.0
 
 
 def run_local(job: Job, command: str, run_id: str, overrides: Sequence[str] = ()) -> int:
@@ -206,10 +210,19 @@ def run_local(job: Job, command: str, run_id: str, overrides: Sequence[str] = ()
     child = subprocess.Popen(local_command(job, command, overrides), env=env, start_new_session=True)
     forwarded: list[int] = []
 
+    def escalate() -> None:
+        if child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+
     def forward(signum: int, frame: object) -> None:
         forwarded.append(FORWARDED_SIGNALS[signal.Signals(signum)])
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(forwarded[-1])
+        if forwarded[-1] == signal.SIGINT:
+            timer = threading.Timer(SIGINT_GRACE_S, escalate)
+            timer.daemon = True
+            timer.start()
 
     previous = {}
     if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
