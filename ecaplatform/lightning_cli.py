@@ -31,6 +31,7 @@ from ecaplatform.classifier import ImageClassifier, ModelConfigError
 from ecaplatform.datamodules import ClassificationDataModule, DataError
 from ecaplatform.jobspec import COMMANDS, JOB_NAME_MAX_CHARS, JobSpec, check_identifier
 from ecaplatform.models import CheckpointError
+from ecaplatform.slurm_requeue import SlurmRequeue
 from ecaplatform.tracking.store import StoreError
 
 DEFAULT_RUNS_DIR = "runs"
@@ -279,6 +280,8 @@ class EcaLightningCLI(LightningCLI):
             kwargs["logger"] = loggers
         # Not written into the config: the recorded config (and its hash) stays the same for every run of a job.
         kwargs["default_root_dir"] = run_dir
+        # SlurmRequeue does nothing outside SLURM; under it, a preemption checkpoints at a step all ranks agree on.
+        callbacks.append(SlurmRequeue())
         return super().instantiate_trainer(callbacks=[*callbacks, *tracking_callbacks], **kwargs)
 
     def after_instantiate_classes(self) -> None:

@@ -5,6 +5,8 @@ counting the whole val split once."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -61,6 +63,21 @@ def _wait_until(predicate, what: str, cluster: SlurmCluster, timeout: float = 24
     return wait_for(predicate, what, timeout=timeout, poll=poll, diagnostics=diagnostics)
 
 
+def _task_pid(slurm_id: str, rank: int) -> int:
+    """The pid of the job's task `rank` (a process srun's slurmstepd started, with SLURM_PROCID=rank)."""
+    wanted = {f"SLURM_JOB_ID={slurm_id}".encode(), f"SLURM_PROCID={rank}".encode(), b"SLURM_STEP_ID=0"}
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = set((proc / "environ").read_bytes().split(b"\0"))
+            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            parent_name = Path(f"/proc/{parent}/comm").read_text().strip()
+        except (OSError, ValueError, IndexError):
+            continue
+        if wanted <= environ and parent_name == "slurmstepd":
+            return int(proc.name)
+    pytest.fail(f"no task of rank {rank} in SLURM job {slurm_id}")
+
+
 def _epochs_recorded() -> set[int]:
     with session_scope(writer_engine()) as session:
         return set(session.scalars(select(EpochMetric.epoch).where(EpochMetric.name == "val_top1")))
@@ -84,9 +101,11 @@ def test_submitted_job_runs_as_two_ddp_tasks_survives_a_requeue_and_is_recorded_
     [queued] = _store_runs()
     assert (queued.status, queued.slurm_job_id) == ("queued", slurm_id)
 
-    # Preempt it after its first epoch: SLURM's requeue signal, as before a time limit or a preemption.
+    # Preempt it after its first epoch: SLURM's requeue signal, as before a time limit or a preemption. SLURM
+    # signals each task on its own, so the ranks hear it at different steps; here, the extreme: rank 1 alone.
+    # Rank 0 must still checkpoint with it and requeue (Lightning's own handler deadlocked the ranks instead).
     _wait_until(lambda: 0 in _epochs_recorded(), "the first epoch's metrics", slurm_cluster)
-    subprocess.run(["scancel", "--signal=USR1", slurm_id], check=True, env=slurm_cluster.env)
+    os.kill(_task_pid(slurm_id, rank=1), signal.SIGUSR1)
     interrupted = _wait_until(lambda: [r for r in _store_runs() if r.status == "interrupted"], "interrupted",
                               slurm_cluster)  # fmt: skip
     assert "requeued by SLURM" in interrupted[0].error

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from sqlalchemy import Engine
@@ -297,44 +295,19 @@ class RunRecorder(pl.Callback):
         if which == "train":  # the epoch's last log
             self._epoch_end = None
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Not earlier: Lightning installs its requeue handler after on_fit_start, and only where none exists.
-        if trainer.is_global_zero and self._started:
-            self._watch_slurm_requeue(trainer)
-
-    def _watch_slurm_requeue(self, trainer: pl.Trainer) -> None:
-        """Mark the run interrupted when SLURM's requeue signal arrives (preemption or the time limit).
-
-        Lightning's own handler (already installed) saves a checkpoint and runs `scontrol requeue`; SLURM then
-        kills this process without an exception we could see, so we chain a status update after that handler.
-        The requeued job has the same ECA_RUN_ID / SLURM job id and marks the same run running again.
-        """
-        environment = getattr(trainer.strategy, "cluster_environment", None)
-        if not isinstance(environment, SLURMEnvironment) or not environment.auto_requeue:
+    def on_slurm_requeued(self, trainer: pl.Trainer, signum: int) -> None:
+        """SLURM preempted the job and requeued it (see ecaplatform.slurm_requeue; the checkpoint is written): the
+        run is interrupted until the requeued job, with the same ECA_RUN_ID / SLURM job id, marks it running."""
+        self._failed = True  # this process is about to be stopped: its teardown must not report success
+        self._stop_heartbeat()
+        if not trainer.is_global_zero or not self._started:
             return
-        requeue_signal = environment.requeue_signal
-        if requeue_signal is None or threading.current_thread() is not threading.main_thread():
-            return
-        lightning_handler = signal.getsignal(requeue_signal)
-
-        def mark_interrupted(epoch: int, signum: int) -> None:
-            try:
-                writes.finish_run(self.engine, self.run_id, "interrupted", error=(
-                    f"preempted at epoch {epoch}: requeued by SLURM (signal {signum}); "
-                    "the requeued job continues this run"))  # fmt: skip
-            except Exception as exc:  # never break Lightning's requeue
-                log.warning("could not mark run %s interrupted: %s", self.run_id, exc)
-
-        def on_requeue(signum: int, frame: Any) -> None:
-            if callable(lightning_handler):
-                lightning_handler(signum, frame)
-            self._failed = True  # this process is about to be killed: its teardown must not report success
-            self._stop_heartbeat(wait=False)
-            # From another thread: the signal may have interrupted this one inside a store transaction, whose
-            # lock a write from here would wait on until SLURM kills the process.
-            threading.Thread(target=mark_interrupted, args=(trainer.current_epoch, signum), daemon=True).start()
-
-        signal.signal(requeue_signal, on_requeue)
+        try:
+            writes.finish_run(self.engine, self.run_id, "interrupted", error=(
+                f"preempted at epoch {trainer.current_epoch}, step {trainer.global_step}: requeued by SLURM "
+                f"(signal {signum}); the requeued job continues this run"))  # fmt: skip
+        except Exception as exc:  # never stand in the way of the requeue
+            log.warning("could not mark run %s interrupted: %s", self.run_id, exc)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._begin(trainer, pl_module)
