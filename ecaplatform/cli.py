@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "runs": ("ecaplatform.tracking.commands", "runs_main", "list recorded runs"),
     "db": ("ecaplatform.tracking.commands", "db_main", "the run store: `eca db upgrade`, `eca db url`"),
     "leaderboard": ("ecaplatform.leaderboard_launcher", "main", "start the Streamlit leaderboard"),
+    "data": ("ecaplatform.datamodules.imagenet_prep", "data_main", "prepare ImageNet: `eca data imagenet --help`"),
 }
 
 

@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, ThroughputMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -31,6 +31,8 @@ from ecaplatform.classifier import ImageClassifier, ModelConfigError
 from ecaplatform.datamodules import ClassificationDataModule, DataError
 from ecaplatform.jobspec import COMMANDS, JOB_NAME_MAX_CHARS, JobSpec, check_identifier
 from ecaplatform.models import CheckpointError
+from ecaplatform.progress import LogLinesProgressBar
+from ecaplatform.quiet import silence_known_noise
 from ecaplatform.slurm_requeue import SlurmRequeue
 from ecaplatform.tracking.store import StoreError
 
@@ -280,6 +282,10 @@ class EcaLightningCLI(LightningCLI):
             kwargs["logger"] = loggers
         # Not written into the config: the recorded config (and its hash) stays the same for every run of a job.
         kwargs["default_root_dir"] = run_dir
+        # A log file gets lines, not a bar redrawn in place; a bar the config names is kept.
+        bar_named = any(isinstance(c, ProgressBar) for c in callbacks)
+        if trainer.enable_progress_bar is not False and not bar_named and not sys.stdout.isatty():
+            callbacks.append(LogLinesProgressBar())
         # SlurmRequeue does nothing outside SLURM; under it, a preemption checkpoints at a step all ranks agree on.
         callbacks.append(SlurmRequeue())
         return super().instantiate_trainer(callbacks=[*callbacks, *tracking_callbacks], **kwargs)
@@ -305,9 +311,17 @@ class EcaLightningCLI(LightningCLI):
             elif checkpoint.best_model_path:
                 lines.append(f"  last:        {checkpoint.best_model_path}")
         for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):  # its save_dir is only where W&B makes its wandb/ folder
+                continue
             where = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
             if where is not None:
                 lines.append(f"  logs ({type(logger).__name__}): {os.path.abspath(where)}")
+        for location in filter(None, (getattr(c, "wandb_location", None) for c in trainer.callbacks)):
+            mode, where = location
+            if mode == "offline":
+                lines.append(f"  W&B run:     {os.path.abspath(where)} (offline; `wandb sync {where}` uploads it)")
+            else:
+                lines.append(f"  W&B run:     {where}")
         if checkpoints:
             lines.append(f"  resume:      eca fit --config <this job> --ckpt_path last --from_run {self.run_id}")
             lines.append(f"  evaluate:    eca validate --config <this job> --ckpt_path best --from_run {self.run_id}")
@@ -378,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] not in COMMANDS:
         print(f"usage: eca {{{','.join(COMMANDS)}}} --config jobs/X.yaml [options]", file=sys.stderr)
         return 2
+    silence_known_noise()
     # `eca` hands over sys.argv[1:] explicitly; Lightning warns when args and sys.argv are both set.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     # Intended: the classifier normalises uint8 batches on the device whatever the data module.

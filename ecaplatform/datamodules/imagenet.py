@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from ecaplatform.datamodules.base import ClassificationDataModule, DataError, available_cpus
 from ecaplatform.datamodules.dali import Augmentation, DaliLoader, import_dali
 from ecaplatform.datamodules.folder_index import LAYOUT_HINT, FolderIndex, scan_split
+from ecaplatform.datamodules.imagenet_manifest import prepared_from
 from ecaplatform.datamodules.transforms import EVAL_RESIZE_RATIO, eval_transform, train_transform
 
 BACKENDS = ("torchvision", "dali")
@@ -187,10 +188,16 @@ class ImageNetDataModule(ClassificationDataModule):
 
     def _fingerprint(self, split: str) -> dict[str, Any]:
         index = self._index(split)
-        return {
+        fingerprint = {
             "dataset": self.dataset_name,
             "split": split,
             "num_samples": len(index.labels),
             "num_classes": len(index.classes),
             "hash": index.fingerprint_hash(),
         }
+        # A root built by `eca data imagenet` says what it was built from (e.g. the verified official val archive)
+        # and whether the split is unchanged since; without its manifest the fingerprint is as it always was.
+        source = prepared_from(self.root, split, fingerprint["hash"])
+        if source is not None:
+            fingerprint["prepared_from"] = source
+        return fingerprint

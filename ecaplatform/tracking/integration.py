@@ -36,10 +36,18 @@ def make_wandb_logger(run_id: str, job: JobSpec, mode: str) -> Any:
     save_dir = os.environ.get("WANDB_DIR") or "."
     os.makedirs(save_dir, exist_ok=True)
     tags = [job.claim] if job.claim else None
-    return WandbLogger(
+    import wandb
+
+    logger = WandbLogger(
         name=job.name, project=job.wandb_project, entity=job.wandb_entity, id=run_id, resume="allow",
         mode=mode, save_dir=save_dir, log_model=False, tags=tags, group=job.claim,
+        # W&B's own banner and end-of-run history tables: `eca fit` prints where the run is itself (after_fit).
+        settings=wandb.Settings(quiet=True),
     )  # fmt: skip
+    # Lightning always passes anonymous=None, which W&B (>= 0.19) answers with a deprecation warning on every run;
+    # an absent key is what W&B expects. Drop when Lightning's WandbLogger stops passing it.
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def _resume_checkpoint(config: dict[str, Any]) -> str | None:

@@ -144,6 +144,7 @@ class RunRecorder(pl.Callback):
         self.wandb_logger = wandb_logger
         self._engine: Engine | None = None
         self._failed = False
+        self.wandb_location: tuple[str, str] | None = None  # (mode, run folder or entity/project/id), once known
         self._started = False
         self._heartbeat: _Heartbeat | None = None
         self._listener = _LoggedMetricsListener(self._on_logged)
@@ -209,6 +210,7 @@ class RunRecorder(pl.Callback):
             mode = "offline" if getattr(experiment, "offline", False) else "online"
             # Offline: the run's own directory (what `wandb sync` takes); online: entity/project/id.
             path = Path(experiment.dir).parent if mode == "offline" else experiment.path
+            self.wandb_location = (mode, str(path))
             return {"wandb_id": experiment.id, "wandb_mode": mode, "wandb_path": str(path)}
         except Exception as exc:
             log.warning("could not read the W&B run: %s", exc)
