@@ -21,13 +21,14 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import yaml
 
 from ecaplatform.jobspec import COMMANDS, JobSpec, Resources
 
 DEFAULT_SLURM_DIR = Path("runs") / "slurm"
+LAUNCHERS: tuple[str, ...] = get_args(get_type_hints(JobSpec)["launcher"])  # what `eca submit --launcher` takes
 
 
 class JobFileError(ValueError):
@@ -44,16 +45,21 @@ class Job:
 # --- reading and checking a job file -----------------------------------------------------------------------------
 
 
-def job_command(path: Path) -> str:
-    """What the job says to run (`job.command`, through its `extends:` chain), before the full parse checks it."""
+def job_setting(path: Path, key: str, default: str) -> str:
+    """`job.<key>` as the job file says it (through its `extends:` chain), before the full parse checks it."""
     from ecaplatform.lightning_cli import CLIConfigError, config_chain
 
     try:
         documents = [yaml.safe_load(file.read_text()) for file in config_chain(path)]
     except CLIConfigError as err:
         raise JobFileError(str(err)) from err
-    commands = [d["job"].get("command") for d in documents if isinstance(d, dict) and isinstance(d.get("job"), dict)]
-    return next((c for c in reversed(commands) if isinstance(c, str)), "fit")
+    values = [d["job"].get(key) for d in documents if isinstance(d, dict) and isinstance(d.get("job"), dict)]
+    return next((v for v in reversed(values) if isinstance(v, str)), default)
+
+
+def job_command(path: Path) -> str:
+    """What the job says to run (`job.command`), before the full parse checks it."""
+    return job_setting(path, "command", "fit")
 
 
 def load_job(path: str | os.PathLike[str], command: str | None = None, overrides: Sequence[str] = ()) -> Job:
@@ -298,17 +304,27 @@ def submit_main(argv: list[str]) -> int:
     parser.add_argument("--command", choices=COMMANDS, help="what to run (default: the job's `command`, else fit)")
     parser.add_argument("--dry-run", action="store_true", help="check the job and print the sbatch script or command")
     parser.add_argument("--log-dir", type=Path, default=DEFAULT_SLURM_DIR, help="sbatch scripts and SLURM logs")
+    parser.add_argument("--launcher", choices=LAUNCHERS,
+                        help="where to run, whatever the job's `job.launcher` says (e.g. a SLURM recipe's smoke "
+                        "test here: --launcher local -- --trainer.fast_dev_run=true); the run records it")  # fmt: skip
     parser.epilog = "Options after `--` go to `eca <command>` itself, e.g. `-- --ckpt_path best`."
     # Everything after `--` is passed through to the LightningCLI (e.g. --ckpt_path for a verification job).
     overrides: list[str] = []
     if "--" in argv:
         argv, overrides = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     args = parser.parse_args(argv)
+    if args.launcher:
+        # Passed on as a config override, after the user's, so that the parse, the child's command line and the
+        # config the run records all say where it really ran.
+        overrides = [*overrides, "--job.launcher", args.launcher]
 
     from ecaplatform.tracking.provenance import new_run_id
 
     try:
         job = load_job(args.job, args.command, overrides)
+        if args.launcher and (said := job_setting(job.path, "launcher", "local")) != args.launcher:
+            print(f"eca submit: --launcher {args.launcher}: job.launcher is {args.launcher} for this run "
+                  f"({job.path} says {said})", file=sys.stderr)  # fmt: skip
         check_submission(job)
         args.command = args.command or job.spec.command  # a verification job says validate; --command wins
         # A resumed fit continues its run: the child's ECA_RUN_ID must be that run's, not a new one.

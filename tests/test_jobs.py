@@ -221,6 +221,75 @@ def test_local_submit_records_the_run_then_a_verification_run(
         assert validate.results[0].top1 == pytest.approx(fit.results[0].top1)
 
 
+def _tiny_slurm_job(tmp_path: Path) -> Path:
+    config = yaml.safe_load(yaml.safe_dump(TINY_JOB))
+    config["job"].update(name="tiny-slurm", launcher="slurm", resources={"tasks_per_node": 1})
+    path = tmp_path / "tiny-slurm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_launcher_local_runs_a_slurm_job_here_and_the_run_records_local(
+    tmp_path: Path, fake_sbatch: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The smoke test of a SLURM recipe: `--launcher local` runs it in a child process here, never sbatch, and the
+    run's recorded config says local (what ran), with the options after `--` passed on as before."""
+    monkeypatch.chdir(tmp_path)
+    path = _tiny_slurm_job(tmp_path)
+    assert eca(["submit", str(path), "--launcher", "local", "--", "--trainer.fast_dev_run=true"]) == 0
+    captured = capsys.readouterr()
+    assert not fake_sbatch.exists()
+    assert f"job.launcher is local for this run ({path} says slurm)" in captured.err
+    started = captured.out.split("eca submit: run ")[1].splitlines()[0]
+    run_id, shown = started.split(": ", 1)
+    assert shown.endswith("--trainer.fast_dev_run=true --job.launcher local"), shown
+    with session_scope(writer_engine()) as session:
+        [run] = session.scalars(select(Run)).all()
+        assert (run.id, run.status, run.slurm_job_id, run.job_name) == (run_id, "succeeded", None, "tiny-slurm")
+        assert run.config["job"]["launcher"] == "local" and run.config["trainer"]["fast_dev_run"] is True
+
+
+def test_launcher_overrides_the_jobs_launcher_both_ways_and_is_recorded(
+    tmp_path: Path, fake_sbatch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slurm_job = _tiny_slurm_job(tmp_path)
+    # A slurm job run here: the local command, not a script; `--launcher` wins over a `--job.launcher` after `--`.
+    assert eca(["submit", str(slurm_job), "--launcher", "local", "--dry-run", "--", "--job.launcher", "slurm"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ECA_RUN_ID=") and "#SBATCH" not in out
+    assert out.rstrip().endswith(f"fit --config {slurm_job} --job.launcher slurm --job.launcher local"), out
+
+    # A local job sent to SLURM: the script's command and the queued run's config both say slurm.
+    local_job = tmp_path / "tiny-local.yaml"
+    local_job.write_text(yaml.safe_dump({**TINY_JOB, "job": {**TINY_JOB["job"], "resources": {"tasks_per_node": 1}}}))
+    assert eca(["submit", str(local_job), "--launcher", "slurm", "--log-dir", str(tmp_path / "logs")]) == 0
+    captured = capsys.readouterr()
+    assert f"job.launcher is slurm for this run ({local_job} says local)" in captured.err
+    assert "submitted SLURM job 4242" in captured.out and fake_sbatch.exists()
+    [script] = (tmp_path / "logs").glob("*.sbatch")
+    assert script.read_text().splitlines()[-1].endswith(f"--config {local_job.resolve()} --job.launcher slurm")
+    with session_scope(writer_engine()) as session:
+        [run] = session.scalars(select(Run)).all()
+        assert (run.status, run.slurm_job_id, run.config["job"]["launcher"]) == ("queued", "4242", "slurm")
+
+    # Saying what the job already says changes nothing and says nothing.
+    assert eca(["submit", str(slurm_job), "--launcher", "slurm", "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "#SBATCH" in captured.out and "for this run" not in captured.err
+
+
+def test_an_unknown_launcher_is_refused_with_the_choices(
+    tmp_path: Path, fake_sbatch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        eca(["submit", str(_tiny_slurm_job(tmp_path)), "--launcher", "pbs"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--launcher: invalid choice: 'pbs'" in err and "local" in err and "slurm" in err, err
+    assert not fake_sbatch.exists()
+
+
 def test_a_data_root_given_on_the_command_line_is_the_one_checked(tmp_path: Path) -> None:
     path = _write(tmp_path, lambda c: c["data"]["init_args"].update(root="/no/such/imagenet"))
     root = tmp_path / "imagenet"

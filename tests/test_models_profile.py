@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -96,3 +98,21 @@ def test_eca_models_command(capsys: pytest.CaptureFixture[str]) -> None:
     line = next(ln for ln in out.splitlines() if ln.startswith("eca_resnet50 "))
     assert "ResNet-50" in line and "eca" in line and "77.48" in line and "eca_resnet50_k3557.pth.tar" in line
     assert sum(1 for ln in out.splitlines()[2:] if ln.strip()) == len(list_models())
+
+
+@pytest.mark.slow
+def test_the_readme_profile_table_is_what_eca_profile_markdown_prints() -> None:
+    from ecaplatform.models.profile import format_profile_markdown
+
+    lines = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    header = "| model | params | params (2^20) | paper | ECA params | MACs (2^30) | paper | diff |"
+    start = lines.index(header)
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    table = lines[start:end]
+    rows = table[2:]
+    names = [line.split("|")[1].strip() for line in rows]
+    assert len(names) >= 10, "the README's profile table went missing"
+    expected = format_profile_markdown([profile_model(name) for name in names])
+    assert "\n".join(table) == expected, (
+        f"README.md's table is stale; regenerate it with `eca profile --markdown {' '.join(names)}`"
+    )

@@ -155,6 +155,18 @@ def format_profile_table(rows: list[ProfileRow], input_size: int = 224) -> str:
     return "\n".join([text_table(headers, cells, right=range(1, len(headers))), "", *notes])
 
 
+def format_profile_markdown(rows: list[ProfileRow]) -> str:
+    """The README's table (224x224): regenerate it with `eca profile --markdown` rather than by hand."""
+    lines = ["| model | params | params (2^20) | paper | ECA params | MACs (2^30) | paper | diff |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        paper_params = "-" if r.paper_params_m is None else f"{r.paper_params_m:.2f}"
+        diff = "-" if r.macs_diff_percent is None else f"{r.macs_diff_percent:+.2f}%"
+        lines.append(f"| {r.name} | {r.params:,} | {r.params_m:.2f} | {paper_params} | {r.eca_params} | "
+                     f"{_fmt_flops(r.macs_g, True)} | {_fmt_flops(r.paper_flops_g)} | {diff} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def display_order(names: list[str]) -> list[str]:
     """ResNets by depth, then MobileNetV2; within a backbone: none, SE, CBAM, ECA (the paper's row order)."""
 
@@ -171,8 +183,12 @@ def profile_main(argv: list[str]) -> int:
         "registered models, next to the paper's numbers."))
     parser.add_argument("names", nargs="*", help="model names (default: every registered model; see `eca models`)")
     parser.add_argument("--input-size", type=int, default=224, help="square input side in pixels (default 224)")
-    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    output.add_argument("--markdown", action="store_true", help="print the README's markdown table (224x224 only)")
     args = parser.parse_args(argv)
+    if args.markdown and args.input_size != 224:
+        parser.error("--markdown prints the paper's 224x224 comparison; drop --input-size")
     names = args.names or display_order(list_models())
     unknown = [n for n in names if n not in list_models()]
     if unknown:
@@ -185,6 +201,8 @@ def profile_main(argv: list[str]) -> int:
         rows.append(profile_model(name, args.input_size))
     if args.json:
         print(json.dumps([{**asdict(r), "macs_diff_percent": r.macs_diff_percent} for r in rows], indent=2))
+    elif args.markdown:
+        print(format_profile_markdown(rows))
     else:
         print(format_profile_table(rows, args.input_size))
     return 0

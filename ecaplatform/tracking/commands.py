@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, ScalarSelect, select
 from sqlalchemy.orm import Session
 
 from ecaplatform.text_table import text_table
@@ -149,7 +149,7 @@ def _runs(engine: Engine, args: argparse.Namespace) -> list[list[Any]] | None:
             print(json.dumps(run_details(session, run), indent=2, default=str))
             return []
         shown = run_status_expression()
-        query = select(Run, shown).order_by(Run.created_at.desc(), Run.id).limit(args.limit)
+        query = select(Run, shown, _result_top1()).order_by(Run.created_at.desc(), Run.id).limit(args.limit)
         if args.status:
             query = query.where(shown == args.status)
         if args.model:
@@ -157,10 +157,25 @@ def _runs(engine: Engine, args: argparse.Namespace) -> list[list[Any]] | None:
         return [
             [
                 run.id, run.job_name, run.command, run.model_name, run.dataset_name, status,
-                _pct(run.best_top1), run.slurm_job_id, f"{run.created_at:%Y-%m-%d %H:%M}" if run.created_at else "",
+                _pct(_shown_top1(run, result_top1)), run.slurm_job_id,
+                f"{run.created_at:%Y-%m-%d %H:%M}" if run.created_at else "",
             ]  # fmt: skip
-            for run, status in session.execute(query)
+            for run, status, result_top1 in session.execute(query)
         ]
+
+
+def _result_top1() -> ScalarSelect[float | None]:
+    """The top-1 of the run's newest result that has one (a correlated subquery: one query for the listing)."""
+    newest = select(Result.top1).where(Result.run_id == Run.id, Result.top1.is_not(None))
+    return newest.order_by(Result.id.desc()).limit(1).scalar_subquery()
+
+
+def _shown_top1(run: Run, result_top1: float | None) -> float | None:
+    """A fit run's best val top-1 over its epochs; a validate or test run logs no epochs, so Run.best_top1 stays
+    empty and its result's top-1 is the number. Either falls back on the other when it has only that one."""
+    if run.command == "fit":
+        return run.best_top1 if run.best_top1 is not None else result_top1
+    return result_top1 if result_top1 is not None else run.best_top1
 
 
 def run_details(session: Session, run: Run) -> dict[str, Any]:
