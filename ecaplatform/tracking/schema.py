@@ -18,7 +18,19 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "interrupted")
@@ -135,3 +147,18 @@ class Result(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="results")
+
+
+class ResultOutcome(Base):
+    """A result's per-image outcomes (tracking.outcomes: encode/decode), in the fingerprint's file order. A row of
+    its own, read only when asked for: listings and claims never load the blobs."""
+
+    __tablename__ = "result_outcomes"
+
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), primary_key=True)
+    num_samples: Mapped[int] = mapped_column(Integer)
+    class_dtype: Mapped[str] = mapped_column(String(8))
+    target: Mapped[bytes] = mapped_column(LargeBinary)
+    predicted: Mapped[bytes] = mapped_column(LargeBinary)
+    top1_bits: Mapped[bytes] = mapped_column(LargeBinary)
+    top5_bits: Mapped[bytes] = mapped_column(LargeBinary)

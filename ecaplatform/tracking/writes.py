@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import Engine, func, or_, update
 
 from ecaplatform.tracking.claims import ensure_claims
-from ecaplatform.tracking.schema import EpochMetric, Result, Run, utcnow
+from ecaplatform.tracking.outcomes import Outcomes, encode
+from ecaplatform.tracking.schema import EpochMetric, Result, ResultOutcome, Run, utcnow
 from ecaplatform.tracking.store import session_scope, upsert
 
 TERMINAL_STATUSES = ("succeeded", "failed", "interrupted")
@@ -95,9 +96,14 @@ def add_result(
     samples_evaluated: int,
     fingerprint: Mapping[str, Any],
     pipeline: str | None = None,
+    outcomes: Outcomes | None = None,
 ) -> int:
     """Store a final evaluation (percent accuracies) and return its id. `pipeline` is the input pipeline that
-    produced its batches (ecaplatform.pipelines.PIPELINES); None when the data module does not say."""
+    produced its batches (ecaplatform.pipelines.PIPELINES); None when the data module does not say. `outcomes`,
+    the per-image outcomes, are stored with it in the same transaction once they agree with the result to the image
+    (OutcomesError otherwise, and nothing is stored)."""
+    if outcomes is not None:
+        outcomes.check_against(top1, top5, int(samples_evaluated))
     with session_scope(engine) as session:
         result = Result(
             run_id=run_id, model_name=model_name, dataset=dataset, split=split, top1=top1, top5=top5, loss=loss,
@@ -105,4 +111,11 @@ def add_result(
         )  # fmt: skip
         session.add(result)
         session.flush()
+        if outcomes is not None:
+            stored = encode(outcomes)
+            session.add(ResultOutcome(
+                result_id=result.id, num_samples=stored.num_samples, class_dtype=stored.class_dtype,
+                target=stored.target, predicted=stored.predicted, top1_bits=stored.top1_bits,
+                top5_bits=stored.top5_bits,
+            ))  # fmt: skip
         return result.id
