@@ -7,14 +7,20 @@
 - Batches arrive as uint8 images; `on_after_batch_transfer` converts and normalises them on the device.
 - Metrics are torchmetrics objects per split, synchronised only once, in `compute()` at epoch end: ranks with
   uneven batch counts (exact DDP evaluation) never meet in a per-step collective. Accuracies are percent.
+- Validation and test also keep each sample's outcome (true class, top-1 prediction, top-5 right) on the device;
+  at the epoch's end the ranks gather them once, with the dataset indices each rank's loader read, and rank 0 puts
+  them in dataset-index order (`eval_outcomes`), which the recorder stores with the result.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,11 +28,19 @@ from torch.optim import lr_scheduler
 from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from ecaplatform.datamodules.base import sample_order
 from ecaplatform.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+log = logging.getLogger(__name__)
 
 Schedule = Literal["step", "exponential", "cosine", "constant"]
 SCHEDULES = ("step", "exponential", "cosine", "constant")
 METRIC_SPLITS = ("train", "val", "test")  # ModuleDict keys get a "_metrics" suffix: "train" is taken
+
+
+# What each rank gathers per evaluated sample (int64 columns), and why a rank cannot place its samples.
+OUTCOME_COLUMNS = ("index", "target", "predicted", "top5")
+PLACED, SUBSET, UNPLACED = 0, 1, 2
 
 
 class ModelConfigError(ValueError):
@@ -46,6 +60,21 @@ def _split_metrics(num_classes: int) -> nn.ModuleDict:
             "samples": SumMetric(nan_strategy="disable"),
         }
     )
+
+
+def merge_rank_outcomes(gathered: np.ndarray, sizes: Sequence[int]) -> dict[str, np.ndarray]:
+    """Every rank's rows (OUTCOME_COLUMNS), padded to one length as all_gather needs them ([world, max rows, 4]),
+    -> the outcome vectors in dataset-index order: `target`, `predicted`, `top1`, `top5` (the fields of
+    tracking.outcomes.Outcomes). Raises ValueError, saying why, unless the indices are each of range(N) once."""
+    if len(sizes) != len(gathered) or any(n < 0 or n > gathered.shape[1] for n in sizes):
+        raise ValueError(f"{len(gathered)} ranks gathered {gathered.shape[1]} rows at most, sizes say {list(sizes)}")
+    rows = np.concatenate([gathered[rank, :n] for rank, n in enumerate(sizes)]).reshape(-1, len(OUTCOME_COLUMNS))
+    index = rows[:, 0]
+    order = np.argsort(index, kind="stable")
+    if not np.array_equal(index[order], np.arange(len(rows))):
+        raise ValueError(f"the {len(rows)} evaluated dataset indices are not each of 0..{len(rows) - 1} once")
+    target, predicted, top5 = rows[order, 1], rows[order, 2], rows[order, 3].astype(bool)
+    return {"target": target, "predicted": predicted, "top1": predicted == target, "top5": top5}
 
 
 def build_network(
@@ -155,6 +184,9 @@ class ImageClassifier(L.LightningModule):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.metrics = nn.ModuleDict({f"{split}_metrics": _split_metrics(num_classes) for split in METRIC_SPLITS})
+        # Per evaluated batch, [B, 3] int64 on the device (target, predicted, top5); gathered at the epoch's end.
+        self._outcome_rows: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
+        self._outcomes: dict[str, dict[str, np.ndarray] | None] = {"val": None, "test": None}
 
     # --- data on the device ------------------------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -212,6 +244,76 @@ class ImageClassifier(L.LightningModule):
         logits = self(images)
         loss = F.cross_entropy(logits.float(), targets)
         self._update_metrics(split, logits, targets, loss)
+        if self._trainer is not None and not self._trainer.sanity_checking:
+            self._keep_outcomes(split, logits, targets)
+
+    def _keep_outcomes(self, split: str, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        # The same float logits and the same ops as the top-1/top-5 metrics (argmax; target among torch.topk's
+        # indices), so ties break alike and the outcomes count exactly what the metrics count. Queued device work
+        # only: no .item(), no host copy, no collective.
+        logits = logits.detach().float()
+        targets = targets.long()
+        predicted = logits.argmax(dim=1)
+        top5 = (logits.topk(min(5, logits.shape[1]), dim=1).indices == targets[:, None]).any(dim=1)
+        self._outcome_rows[split].append(torch.stack([targets, predicted, top5.long()], dim=1))
+
+    def _evaluated_indices(self, split: str, count: int) -> tuple[list[int] | None, int]:
+        """The dataset indices behind this rank's `count` outcomes, in order, from the loader that ran (not from
+        an assumed sampler pattern), and PLACED; or None and why not (SUBSET: limit_*_batches stopped early)."""
+        trainer = self.trainer
+        loaders = trainer.val_dataloaders if split == "val" else trainer.test_dataloaders
+        if isinstance(loaders, (list, tuple)) and len(loaders) == 1:
+            loaders = loaders[0]
+        order = None if isinstance(loaders, (list, tuple, dict)) or loaders is None else sample_order(loaders)
+        if order is None:
+            log.warning("rank %d: the %s loader cannot say which samples it read", trainer.global_rank, split)
+            return None, UNPLACED
+        if count < len(order):
+            return None, SUBSET
+        if count != len(order):
+            log.warning("rank %d: %d %s outcomes for %d indices read", trainer.global_rank, count, split, len(order))
+            return None, UNPLACED
+        return order, PLACED
+
+    def _gather_outcomes(self, split: str) -> dict[str, np.ndarray] | None:
+        """All ranks' outcomes of the epoch, exactly once each, in dataset-index order on global rank 0 (None on
+        the other ranks, and wherever the samples cannot be placed). Every rank must call it: it all_gathers."""
+        rows, self._outcome_rows[split] = self._outcome_rows[split], []
+        local = torch.cat(rows) if rows else torch.empty((0, 3), dtype=torch.long, device=self.device)
+        indices, status = self._evaluated_indices(split, len(local))
+        index = torch.tensor(indices if indices is not None else [-1] * len(local), dtype=torch.long)
+        local = torch.cat([index.to(local.device)[:, None], local], dim=1)
+        trainer = self.trainer
+        if trainer.world_size > 1:
+            # Ranks hold different counts (rank::world_size): gather the counts, pad to the longest, gather, unpad.
+            head = torch.tensor([len(local), status], dtype=torch.long).to(local.device)
+            heads = trainer.strategy.all_gather(head).view(-1, 2).tolist()  # the epoch's one wait for the device
+            sizes, statuses = [n for n, _ in heads], [s for _, s in heads]
+            padded = torch.full((max(sizes), local.shape[1]), -1, dtype=torch.long, device=local.device)
+            padded[: len(local)] = local
+            gathered = trainer.strategy.all_gather(padded)
+        else:
+            sizes, statuses, gathered = [len(local)], [status], local[None]
+        if not trainer.is_global_zero:
+            return None  # only rank 0 records results
+        if SUBSET in statuses:
+            log.info("the %s evaluation covered a subset of the split: no per-image outcomes", split)
+            return None
+        if UNPLACED in statuses:
+            log.warning("no per-image %s outcomes: rank(s) %s could not say which samples they evaluated", split,
+                        [rank for rank, s in enumerate(statuses) if s == UNPLACED])  # fmt: skip
+            return None
+        try:
+            return merge_rank_outcomes(gathered.cpu().numpy(), sizes)
+        except ValueError as err:
+            log.warning("no per-image %s outcomes: %s", split, err)
+            return None
+
+    def eval_outcomes(self, split: str) -> dict[str, np.ndarray] | None:
+        """Per-image outcomes of the split's last evaluation (sanity checks excluded), on global rank 0: the
+        `target`, `predicted`, `top1`, `top5` vectors in the dataset's index order; None elsewhere, or where the
+        evaluated samples could not be placed or were a subset."""
+        return self._outcomes.get(split)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -219,11 +321,26 @@ class ImageClassifier(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step("test", batch)
 
+    def _start_eval_epoch(self, split: str) -> None:
+        self._outcome_rows[split] = []
+        self._outcomes[split] = None  # a failed gather must not leave an earlier epoch's outcomes behind
+
+    def _end_eval_epoch(self, split: str) -> None:
+        if not self.trainer.sanity_checking:  # the same on every rank, so all or none meet in the gather
+            self._outcomes[split] = self._gather_outcomes(split)
+        self._log_epoch_metrics(split)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval_epoch("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval_epoch("test")
+
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
+        self._end_eval_epoch("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
+        self._end_eval_epoch("test")
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")

@@ -11,6 +11,7 @@ claim fields may hold HTML or Markdown. The rule, for every page:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
@@ -201,7 +202,8 @@ def key_value_html(items: Iterable[tuple[str, Any]]) -> str:
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
+    # NaN: a missing duration in a pandas column that also holds numbers (a queued run beside finished ones).
+    if seconds is None or math.isnan(seconds):
         return "-"
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)

@@ -297,3 +297,73 @@ def unsafe_markup(at: AppTest) -> list[str]:
             elif node.type != "html" and MARKDOWN_IMAGE in text:
                 found.append(f"{node.type} (Markdown): {text[:300]}")
     return found
+
+
+# ------------------------------------------------------------------------------------------ per-image outcomes
+
+import numpy as np  # noqa: E402  (appended section: these helpers only)
+
+from ecaplatform.tracking.outcomes import Outcomes, encode  # noqa: E402
+from ecaplatform.tracking.schema import ResultOutcome  # noqa: E402
+
+
+def image_outcomes(top1: float, seed: int, n: int = IMAGENET_VAL_SIZE, classes: int = 1000,
+                   independence: float = 0.3, images_seed: int = 2026) -> Outcomes:  # fmt: skip
+    """Outcomes of one model on a shared set of images (ImageNet-like: `classes` sorted blocks): exactly
+    round(top1 * n) right. Models share a per-image difficulty (`images_seed`) and differ by their own noise
+    (`seed`, weight `independence`), so two models agree on most images, as real ones do."""
+    target = np.repeat(np.arange(classes), -(-n // classes))[:n]
+    difficulty = np.random.default_rng(images_seed).random(n)
+    own = np.random.default_rng(seed)
+    score = (1 - independence) * difficulty + independence * own.random(n)
+    right = np.zeros(n, dtype=bool)
+    right[np.argsort(score, kind="stable")[: round(top1 * n)]] = True
+    predicted = np.where(right, target, (target + own.integers(1, classes, n)) % classes)
+    top5 = right | (own.random(n) < 0.6)
+    return Outcomes(target=target, predicted=predicted, top1=right, top5=top5)
+
+
+def add_outcome_run(engine: Engine, run_id: str, model: str, outcomes: Outcomes, **spec: object) -> int:
+    """A succeeded validate run of `model` whose val result (on the ImageNet-like fingerprint of outcomes' size)
+    carries `outcomes`; `spec` overrides RunSpec fields. Returns the result's id."""
+    n = outcomes.num_samples
+    fields = dict(top1=outcomes.top1_percent, top5=outcomes.top5_percent, samples_evaluated=n, split_size=n)
+    rows = run_rows(RunSpec(id=run_id, model=model, job=f"verify-{model}", **{**fields, **spec}))
+    with session_scope(engine) as session:
+        session.add_all(rows)
+        session.flush()
+        result = next(row for row in rows if isinstance(row, Result))
+        stored = encode(outcomes)
+        session.add(ResultOutcome(
+            result_id=result.id, num_samples=stored.num_samples, class_dtype=stored.class_dtype,
+            target=stored.target, predicted=stored.predicted, top1_bits=stored.top1_bits, top5_bits=stored.top5_bits,
+        ))  # fmt: skip
+        return result.id
+
+
+# ------------------------------------------------------------------------------------------ seed spread
+
+
+def fit_config(seed: int, model: str = "eca_resnet50", lr: float = 0.1, run_dir: str = "runs/x") -> dict:
+    """A resolved fit config as LightningCLI records it: the seed twice (seed_everything, data seed) and run-local
+    fields (job name, default_root_dir, checkpoint dir, workers) that differ between runs of one recipe."""
+    return {
+        "seed_everything": seed,
+        "model": {"model_name": model, "lr": lr, "momentum": 0.9, "weight_decay": 1e-4, "num_classes": 1000},
+        "data": {"class_path": "ecaplatform.datamodules.ImageNetDataModule",
+                 "init_args": {"root": "/data/imagenet", "batch_size": 256, "seed": seed, "num_workers": 8 + seed}},
+        "trainer": {"max_epochs": 100, "devices": 8, "precision": "16-mixed", "default_root_dir": run_dir},
+        "job": {"name": f"{model}-seed{seed}", "launcher": "slurm"},
+        "checkpoint": {"dirpath": f"{run_dir}/checkpoints"},
+        "ckpt_path": None,
+    }  # fmt: skip
+
+
+def add_seed_runs(engine: Engine, values: Iterable[float], *, prefix: str = "seed", model: str = "eca_resnet50",
+                  lr: float = 0.1, first_seed: int = 0) -> list[str]:  # fmt: skip
+    """One succeeded fit run per value, same recipe, seeds first_seed, first_seed + 1, ...; their run ids."""
+    specs = [RunSpec(id=f"{prefix}-{first_seed + i}", model=model, command="fit", job=f"train-{model}", top1=value,
+                     config=fit_config(first_seed + i, model, lr, run_dir=f"runs/{prefix}-{i}"))
+             for i, value in enumerate(values)]  # fmt: skip
+    add_runs(engine, specs)
+    return [spec.id for spec in specs]

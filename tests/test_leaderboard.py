@@ -421,3 +421,19 @@ def test_new_runs_appear_after_the_cache_ttl_without_a_restart(store_url: str) -
     time.sleep(data.CACHE_TTL_S + 0.5)  # same process, same caches: only the TTL lets the new run in
     row = claim_rows(run_app())["ECA-Net (ResNet-50)/Top-1 Accuracy"]
     assert (row["Status"][0], row["Evidence"][0]) == ("Verified", "run-late")
+
+
+def test_runs_page_lists_a_run_of_unknown_duration_next_to_finished_ones(store) -> None:  # type: ignore[no-untyped-def]
+    # A SLURM job still queued has not started: no duration. Beside a finished run's the column holds a NaN, which
+    # the page once tried to round (ValueError: cannot convert float NaN to integer) instead of listing the runs.
+    add_runs(store, [RunSpec(id="run-done", top1=77.5, top5=93.7), RunSpec(id="run-queued", status="queued")])
+    from ecaplatform.tracking.schema import Run
+    from ecaplatform.tracking.store import session_scope
+
+    with session_scope(store) as session:
+        session.get(Run, "run-queued").started_at = None
+    at = run_app("views/runs.py", {})
+    assert not at.exception
+    listed = at.dataframe[0].value.set_index("run")
+    assert listed.loc["run?run=run-queued", "duration"] == "-"
+    assert listed.loc["run?run=run-done", "duration"] != "-"

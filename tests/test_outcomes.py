@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from services import fresh_postgres_url, postgres_server  # noqa: F401  (fixtures of the store_url fixture)
 from sqlalchemy import func, select
 
 from ecaplatform.tracking.outcomes import Outcomes, OutcomesError, decode, encode, read_outcomes

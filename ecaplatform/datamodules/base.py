@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler, SequentialSampler
 
 SPLITS = ("train", "val", "test")
 
@@ -43,6 +43,21 @@ class ExactDistributedSampler(DistributedSampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+
+def sample_order(loader: object) -> list[int] | None:
+    """The dataset indices one pass of an evaluation loader yields, in the order it yields them: a DataLoader's
+    batch sampler, or the loader's own `sample_order()` (DaliLoader). None when it cannot say: an iterable
+    dataset, no automatic batching, or an order that changes between passes (then it is not the pass that ran)."""
+    own = getattr(loader, "sample_order", None)
+    batches = getattr(loader, "batch_sampler", None)
+    if callable(own):
+        passes = [own(), own()]
+    elif isinstance(loader, DataLoader) and batches is not None and not isinstance(loader.dataset, IterableDataset):
+        passes = [[int(i) for batch in batches for i in batch] for _ in range(2)]
+    else:
+        return None
+    return passes[0] if passes[0] == passes[1] else None
 
 
 def per_device_batch_size(global_batch_size: int, world_size: int, *, strict: bool) -> int:

@@ -199,6 +199,10 @@ class DaliLoader:
             batches.pop()
         return batches
 
+    def sample_order(self) -> list[int]:
+        """The index-file positions one epoch reads, in order (per-image outcomes are placed by them)."""
+        return [i for batch in self._batches() for i in batch]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batches = self._batches()
         if not batches:

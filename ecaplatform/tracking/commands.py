@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, ScalarSelect, select
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from ecaplatform.text_table import text_table
 from ecaplatform.tracking.claims import ClaimsFileError, ensure_claims, read_claims
 from ecaplatform.tracking.schema import Claim, EpochMetric, Result, Run
+from ecaplatform.tracking.spread import ClaimEvidence, claim_evidence, spread_label
 from ecaplatform.tracking.store import (
     StoreError,
     current_revision,
@@ -36,6 +39,7 @@ from ecaplatform.tracking.store import (
 )
 from ecaplatform.tracking.verification import (
     SHOWN_RUN_STATUSES,
+    ClaimStatus,
     display_order,
     evaluate_claims,
     run_status,
@@ -48,6 +52,54 @@ def _pct(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
+@dataclass(frozen=True)
+class ClaimsReport:
+    """Every claim's status with its evidence (result fingerprint, pipeline, seed spread), read without writing."""
+
+    statuses: list[ClaimStatus]
+    evidence: dict[str, ClaimEvidence]  # by claim id; only claims with an evidence run
+    url: URL
+    has_store: bool  # False: no store yet, every claim Unverified
+
+
+def read_claims_report(*, public: bool = False, model: str | None = None) -> ClaimsReport:
+    """The claims file judged against the store, read-only (a missing store is not created): what `eca claims`
+    and `eca export` show. Raises StoreError or ClaimsFileError with a one-line message."""
+    url = parse_url()
+    claims = display_order(Claim(**fields) for fields in read_claims())  # the claims file says which there are
+    claims = [c for c in claims if (not public or c.public) and (not model or c.model == model)]
+    engine = reader_engine(url)  # None: no store yet, and looking does not create one
+    evidence: dict[str, ClaimEvidence] = {}
+    if engine is None or not has_table(engine, Result.__tablename__):
+        statuses = [status_of(claim, []) for claim in claims]
+    else:
+        try:
+            if behind := schema_behind(engine):
+                raise StoreError(behind)
+            with session_scope(engine) as session:
+                statuses = evaluate_claims(session, claims)
+                evidence = claim_evidence(session, [(s.claim, s.evidence_run_id) for s in statuses])
+        finally:
+            engine.dispose()
+    return ClaimsReport(statuses=statuses, evidence=evidence, url=url, has_store=engine is not None)
+
+
+def claim_record(status: ClaimStatus, evidence: ClaimEvidence | None) -> dict[str, Any]:
+    """One claim as plain JSON data: `eca claims --json` and `eca export`'s board.json (its schema: export.py)."""
+    claim = status.claim
+    return {
+        "id": claim.id, "label": claim.label, "dataset": claim.dataset, "split": claim.split, "model": claim.model,
+        "metric": claim.metric, "claimed": claim.claimed, "tolerance": claim.tolerance, "public": bool(claim.public),
+        "status": status.status, "verified_value": status.verified_value, "delta": status.delta,
+        "evidence_run_id": status.evidence_run_id, "samples_evaluated": status.samples_evaluated,
+        "evidence_fingerprint": evidence.fingerprint if evidence else None,
+        "evidence_pipeline": evidence.pipeline if evidence else None,
+        "seed_spread": evidence.spread.as_dict() if evidence and evidence.spread else None,
+        "best_other_value": status.best_other_value, "best_other_run_id": status.best_other_run_id,
+        "best_other_reason": status.best_other_reason,
+    }  # fmt: skip
+
+
 def claims_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="eca claims", description="The paper's claims, their status and evidence.")
     parser.add_argument("--public", action="store_true", help="only the claims the public leaderboard page lists")
@@ -56,41 +108,21 @@ def claims_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     try:
-        url = parse_url()
-        claims = display_order(Claim(**fields) for fields in read_claims())  # the claims file says which there are
-        engine = reader_engine(url)  # None: no store yet, and looking does not create one
-        if engine is None or not has_table(engine, Result.__tablename__):
-            statuses = [status_of(claim, []) for claim in claims]
-        else:
-            if behind := schema_behind(engine):
-                raise StoreError(behind)
-            with session_scope(engine) as session:
-                statuses = evaluate_claims(session, claims)
-            engine.dispose()
+        report = read_claims_report(public=args.public, model=args.model)
     except (StoreError, ClaimsFileError) as exc:
         print(f"eca claims: {exc}", file=sys.stderr)
         return 1
-    statuses = [
-        s for s in statuses if (not args.public or s.claim.public) and (not args.model or s.claim.model == args.model)
-    ]
+    statuses = report.statuses
     if args.json:
-        records = [
-            {
-                "id": s.claim.id, "label": s.claim.label, "dataset": s.claim.dataset, "split": s.claim.split,
-                "model": s.claim.model, "metric": s.claim.metric, "claimed": s.claim.claimed,
-                "tolerance": s.claim.tolerance, "public": s.claim.public, "status": s.status,
-                "verified_value": s.verified_value, "delta": s.delta, "evidence_run_id": s.evidence_run_id,
-                "best_other_value": s.best_other_value, "best_other_run_id": s.best_other_run_id,
-                "best_other_reason": s.best_other_reason,
-            }  # fmt: skip
-            for s in statuses
-        ]
-        print(json.dumps(records, indent=2))
+        print(json.dumps([claim_record(s, report.evidence.get(s.claim.id)) for s in statuses], indent=2))
         return 0
     rows = []
     for s in statuses:
         measured = _pct(s.verified_value)
         evidence = s.evidence_run_id
+        spread = report.evidence[s.claim.id].spread if s.claim.id in report.evidence else None
+        if spread is not None:
+            measured += f" ({spread_label(spread)})"
         if s.verified_value is None and s.best_other_value is not None:
             # Shown, never verifying: say why next to the number.
             measured = f"({_pct(s.best_other_value)})"
@@ -99,10 +131,13 @@ def claims_main(argv: list[str]) -> int:
             [s.claim.label, s.claim.dataset, s.claim.metric, _pct(s.claim.claimed), measured, s.status, evidence]
         )
     print(text_table(["Claim", "Dataset", "Metric", "Claimed", "Measured", "Status", "Evidence"], rows))
-    if engine is None:
-        print(f"\n{len(statuses)} claims, none verified: {no_store_message(url)}")
+    if report.evidence:
+        print("\nMeasured: the best qualifying value; in brackets n, mean ± sample std of the qualifying results of "
+              "the fit runs with its recipe (its config without seeds, paths and logging).")  # fmt: skip
+    if not report.has_store:
+        print(f"\n{len(statuses)} claims, none verified: {no_store_message(report.url)}")
     else:
-        print(f"\n{len(statuses)} claims; store: {display_url(url)}")
+        print(f"\n{len(statuses)} claims; store: {display_url(report.url)}")
     return 0
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 
 from ecaplatform.jobspec import JobSpec
 from ecaplatform.tracking import provenance, store, verification, writes
+from ecaplatform.tracking.outcomes import Outcomes, OutcomesError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,24 @@ def _find(config: dict[str, Any], section: str, key: str) -> Any:
         return node[key]
     init_args = node.get("init_args")
     return init_args.get(key) if isinstance(init_args, dict) else None
+
+
+def whole_split_outcomes(
+    vectors: Mapping[str, Any] | None, samples_evaluated: int, fingerprint: Mapping[str, Any]
+) -> Outcomes | None:
+    """The module's per-image outcome vectors as a result stores them, or None. Only an evaluation of the whole
+    split (as many samples as the fingerprint's, each once) has outcomes where entry i means image i of the split;
+    a limit_*_batches subset has none."""
+    if vectors is None:
+        return None
+    if samples_evaluated != fingerprint.get("num_samples"):
+        log.info("%d of %s samples evaluated: no per-image outcomes", samples_evaluated, fingerprint.get("num_samples"))
+        return None
+    try:
+        return Outcomes(**vectors)  # whether they are this result's own, add_result checks (check_against)
+    except (OutcomesError, TypeError) as exc:
+        log.warning("per-image outcomes not stored (malformed): %s", exc)
+        return None
 
 
 class _Heartbeat:
@@ -362,9 +381,7 @@ class RunRecorder(pl.Callback):
         metrics = self._scalars(trainer)
         fingerprint = self._fingerprint(trainer, split)
         samples = metrics.get(f"{split}_samples")
-        writes.add_result(
-            self.engine,
-            self.run_id,
+        fields: dict[str, Any] = dict(
             model_name=self._model_name(pl_module),
             dataset=fingerprint.get("dataset") or getattr(trainer.datamodule, "dataset_name", None) or "unknown",
             split=split,
@@ -375,6 +392,25 @@ class RunRecorder(pl.Callback):
             fingerprint=fingerprint,
             pipeline=self._pipeline(trainer, split),
         )
+        outcomes = self._outcomes(pl_module, split, fields["samples_evaluated"], fingerprint)
+        try:
+            writes.add_result(self.engine, self.run_id, **fields, outcomes=outcomes)
+        except OutcomesError as exc:  # outcomes that are not the result's own: keep the result, drop them
+            log.warning("the %s result is stored without its per-image outcomes, which disagree with it: %s",
+                        split, exc)  # fmt: skip
+            writes.add_result(self.engine, self.run_id, **fields)
+
+    def _outcomes(self, pl_module: pl.LightningModule, split: str, samples: int,
+                  fingerprint: Mapping[str, Any]) -> Outcomes | None:  # fmt: skip
+        """The module's per-image outcomes (ImageClassifier.eval_outcomes) fit for this result, or None."""
+        getter = getattr(pl_module, "eval_outcomes", None)
+        if not callable(getter):
+            return None
+        try:
+            return whole_split_outcomes(getter(split), samples, fingerprint)
+        except Exception as exc:  # outcomes are extra: a finished evaluation's result must never be lost for them
+            log.warning("could not collect the %s split's per-image outcomes: %s", split, exc)
+            return None
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._failed = True

@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from ecaplatform.paper import PAPER
+from ecaplatform.tracking.spread import SeedSpread
 from ecaplatform.tracking.verification import NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
-from leaderboard import data, queries, render
+from leaderboard import data, queries, render, spread_view
 
 HOW_TO_PRODUCE_A_RUN = """
 **No runs recorded yet.** The claims below come from the claims file and show as *Unverified* until a run
@@ -18,8 +19,16 @@ that evaluates the whole ImageNet validation split (50,000 images, each counted 
   validates the released `eca_resnet50_k3557.pth.tar` checkpoint on ImageNet val.
 """
 
+
+@st.cache_data(ttl=data.CACHE_TTL_S, show_spinner=False)
+def claim_spreads(url: str) -> dict[str, SeedSpread]:
+    # Cached like the board (same TTL), so a burst of reruns reads the store once.
+    return spread_view.claim_spreads(data.engine_for(url), data.claims_board(url))
+
+
 url = data.store_url()
 board = data.claims_board(url)
+spreads = claim_spreads(url)
 
 st.title("ECA-Net: claims and their verification")
 st.markdown(
@@ -39,10 +48,10 @@ for column, (status, count) in zip(columns[1:], counts.items(), strict=True):
 public = [r for r in board.rows if r.public]
 others = [r for r in board.rows if not r.public]
 st.subheader("Public claims")
-st.html(render.claims_table_html(public))
+st.html(spread_view.claims_table_html(public, spreads))
 if others:
     st.subheader("Every other claim in the paper")
-    st.html(render.claims_table_html(others))
+    st.html(spread_view.claims_table_html(others, spreads))
 
 st.caption(
     f"Store: {render.md(board.store_url)} ({board.store_state}, {board.run_count:,} runs; read-only, refreshed "
@@ -51,3 +60,4 @@ st.caption(
     "reference torchvision (PIL) pipeline as the paper was, within the claim's tolerance below the claimed value "
     "(better always verifies); subsets, padded distributed evaluations and DALI evaluations are shown, never verify."
 )
+st.caption(render.md(spread_view.SPREAD_CAPTION))

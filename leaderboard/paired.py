@@ -1,0 +1,94 @@
+"""Read-only queries for the Compare page's paired comparisons: ECA-Net against each baseline of its backbone, image by
+image, on a data set both were evaluated on with per-image outcomes.
+
+Like `leaderboard.queries`, nothing here imports Streamlit (the page adds the caching) and the statistics come from
+`ecaplatform.tracking.comparison`, the same code as `eca compare`: the page and the command show the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from ecaplatform.tracking.comparison import ComparisonError, ResultComparison, compare_results
+from ecaplatform.tracking.schema import Result, ResultOutcome, Run
+from leaderboard.queries import has_tables
+
+CLASSES_SHOWN = 10  # per-class plot: the classes where the two differ most
+PREFERRED_DATASET = "imagenet"  # the paper's numbers are ImageNet val: compare there when both were evaluated there
+
+
+@dataclass(frozen=True)
+class PairedEntry:
+    """ECA-Net (B) against one baseline (A) of the same backbone: the comparison, or why there is none."""
+
+    baseline_model: str
+    eca_model: str
+    comparison: ResultComparison | None
+    missing: str | None  # why there is no comparison (None when there is one)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    result_id: int
+    model: str
+    fingerprint: dict[str, Any]
+
+    @property
+    def images(self) -> tuple[Any, ...]:
+        """Which images: results with the same key evaluated the same files in the same order."""
+        return tuple(self.fingerprint.get(key) for key in ("dataset", "split", "num_samples", "hash"))
+
+
+def _candidates(session: Session, models: Iterable[str]) -> dict[str, list[_Candidate]]:
+    """Per model, its results that can be paired: of a succeeded run, with per-image outcomes of every image of the
+    split (a subset or padded count does not line up with the split's files). Newest first; no blob is loaded."""
+    query = (
+        select(Result.id, Result.model_name, Result.fingerprint, Result.samples_evaluated)
+        .join(ResultOutcome, ResultOutcome.result_id == Result.id)
+        .join(Run, Run.id == Result.run_id)
+        .where(Result.model_name.in_(sorted(set(models))), Run.status == "succeeded")
+        .order_by(Result.id.desc())
+    )
+    found: dict[str, list[_Candidate]] = {}
+    for result_id, model, fingerprint, samples in session.execute(query):
+        fingerprint = dict(fingerprint or {})
+        if fingerprint.get("num_samples") == samples:
+            found.setdefault(model, []).append(_Candidate(int(result_id), model, fingerprint))
+    return found
+
+
+def _preference(images: tuple[Any, ...]) -> tuple[bool, int]:
+    dataset, _, num_samples, _ = images
+    return dataset == PREFERRED_DATASET, num_samples if isinstance(num_samples, int) else 0
+
+
+def _pair(session: Session, baseline: str, eca: str, found: dict[str, list[_Candidate]], seed: int) -> PairedEntry:
+    for model in (eca, baseline):  # ECA-Net first: one reason shared by all of the backbone's pairs
+        if not found.get(model):
+            return PairedEntry(baseline, eca, None, f"no result with per-image outcomes for {model}")
+    newest_a = {c.images: c for c in reversed(found[baseline])}  # reversed: the newest wins per data set
+    newest_b = {c.images: c for c in reversed(found[eca])}
+    shared = sorted(set(newest_a) & set(newest_b), key=_preference, reverse=True)
+    if not shared:
+        return PairedEntry(baseline, eca, None, "their results with per-image outcomes are on different data sets")
+    a, b = newest_a[shared[0]], newest_b[shared[0]]
+    try:
+        comparison = compare_results(session, a.result_id, b.result_id, seed=seed, classes=CLASSES_SHOWN)
+    except ComparisonError as problem:  # e.g. the same fingerprint but different true classes: say so
+        return PairedEntry(baseline, eca, None, str(problem))
+    return PairedEntry(baseline, eca, comparison, None)
+
+
+def paired_comparisons(engine: Engine | None, pairs: Sequence[tuple[str, str]], seed: int = 0) -> list[PairedEntry]:
+    """For each (baseline model, ECA model): ECA-Net minus the baseline on the best data set both were evaluated on
+    with per-image outcomes (ImageNet first, then the most images; the newest result of each there)."""
+    if engine is None or not has_tables(engine):
+        return [PairedEntry(a, b, None, "no run store yet") for a, b in pairs]
+    with Session(engine) as session:
+        found = _candidates(session, [model for pair in pairs for model in pair])
+        return [_pair(session, baseline, eca, found, seed) for baseline, eca in pairs]

@@ -1,0 +1,56 @@
+"""The Compare page's paired comparisons in the real leaderboard server, loaded in headless Chromium.
+
+The screenshot is kept in artifacts/ (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import test_leaderboard_browser as board
+from leaderboard_data import RunSpec, add_outcome_run, add_runs, image_outcomes
+from sqlalchemy import Engine
+
+from ecaplatform.tracking.comparison import fmt_p, paired_comparison
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+browser_page = board.browser_page  # the fixture: headless Chromium, skipped where it is not installed
+
+PLAIN, SE, ECA = image_outcomes(0.7520, seed=21), image_outcomes(0.7671, seed=22), image_outcomes(0.7748, seed=23)
+
+
+def _paired_runs(engine: Engine) -> None:
+    add_outcome_run(engine, "r50-plain", "resnet50", PLAIN)
+    add_outcome_run(engine, "r50-se", "se_resnet50", SE)
+    add_outcome_run(engine, "r50-eca", "eca_resnet50", ECA)
+    add_runs(engine, [RunSpec(id="r50-cbam", model="cbam_resnet50", top1=77.30)])  # recorded without outcomes
+
+
+@pytest.fixture
+def paired_server(tmp_path: Path) -> Iterator[str]:
+    with board.serve_leaderboard(tmp_path, _paired_runs) as base_url:
+        yield base_url
+
+
+def test_compare_page_shows_paired_comparisons_and_class_plots(paired_server: str, browser_page) -> None:  # type: ignore[no-untyped-def]
+    page = browser_page
+    page.goto(f"{paired_server}/compare", wait_until="domcontentloaded")
+    page.get_by_text("Paired, image by image").first.wait_for(timeout=60_000)
+    table = page.locator("table.eca", has_text="McNemar p")
+    assert table.count() == 1
+    for method, baseline, paper_delta in [("ResNet", PLAIN, "+2.28"), ("SENet", SE, "+0.77")]:
+        row = table.locator("tbody tr", has_text=method).first.inner_text()
+        c = paired_comparison(baseline, ECA)
+        for text in (f"{c.diff:+.2f}", f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]", fmt_p(c.p_value), paper_delta):
+            assert text in row, (method, text, row)
+    assert page.get_by_text("No paired comparison with CBAM").first.is_visible()
+
+    # The Figure 1 chart and one per-class chart per paired baseline, drawn by Vega.
+    page.wait_for_function("document.querySelectorAll('canvas, svg.marks').length >= 3", timeout=60_000)
+    page.get_by_text("the 10 classes that differ most").first.wait_for(timeout=60_000)
+    table.scroll_into_view_if_needed()  # the page scrolls inside Streamlit's container: show the paired section
+    page.wait_for_timeout(1000)  # let the charts finish their first paint before the screenshot
+    board._screenshot(page, "leaderboard_compare_paired.png")
