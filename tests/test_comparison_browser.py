@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import test_leaderboard_browser as board
-from leaderboard_data import RunSpec, add_outcome_run, add_runs, image_outcomes
+from leaderboard_data import RunSpec, add_outcome_run, add_runs, add_seed_runs, image_outcomes
 from sqlalchemy import Engine
 
 from ecaplatform.tracking.comparison import fmt_p, paired_comparison
@@ -54,3 +54,27 @@ def test_compare_page_shows_paired_comparisons_and_class_plots(paired_server: st
     table.scroll_into_view_if_needed()  # the page scrolls inside Streamlit's container: show the paired section
     page.wait_for_timeout(1000)  # let the charts finish their first paint before the screenshot
     board._screenshot(page, "leaderboard_compare_paired.png")
+
+
+SEED_TOP1 = (77.61, 77.38, 77.27)  # one recipe, three seeds: best 77.61, mean 77.42, sample std 0.17
+
+
+def _seed_runs(engine: Engine) -> None:
+    add_seed_runs(engine, SEED_TOP1)
+
+
+@pytest.fixture
+def seed_server(tmp_path: Path) -> Iterator[str]:
+    with board.serve_leaderboard(tmp_path, _seed_runs) as base_url:
+        yield base_url
+
+
+def test_claims_page_shows_the_seed_spread_beside_the_best_value(seed_server: str, browser_page) -> None:  # type: ignore[no-untyped-def]
+    page = browser_page
+    page.goto(seed_server, wait_until="domcontentloaded")
+    page.get_by_text("ECA-Net (ResNet-50)").first.wait_for(timeout=60_000)
+    row = page.locator("table.eca tbody tr", has_text="ECA-Net (ResNet-50)").first.inner_text()
+    assert "77.61" in row and "best of 3 seeds: 77.42 ± 0.17" in row, row
+    other = page.locator("table.eca tbody tr", has_text="ECA-Net (ResNet-101)").first.inner_text()
+    assert "seeds" not in other  # no run, no spread
+    board._screenshot(page, "leaderboard_claims_seed_spread.png")
