@@ -72,7 +72,7 @@ class SlurmRequeue(Callback):
         self._previous_handler: Any = None
         self._signalled = False
         self._requeued = False
-        self._awaiting_stop = False
+        self._requeue_pending = False
         self._path = ""
 
     @staticmethod
@@ -87,7 +87,7 @@ class SlurmRequeue(Callback):
         signum = self._requeue_signal(trainer)
         if signum is None or threading.current_thread() is not threading.main_thread():
             return
-        self._signum, self._signalled, self._requeued, self._awaiting_stop = signum, False, False, False
+        self._signum, self._signalled, self._requeued, self._requeue_pending = signum, False, False, False
         self._previous_handler = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -99,52 +99,55 @@ class SlurmRequeue(Callback):
         # resumes with the next epoch; one taken before the validation would resume past it, the epoch unscored.
         if batch_idx + 1 == trainer.num_training_batches or (batch_idx + 1) % self.check_every_n_steps:
             return
-        if self._decide(trainer):
-            self._wait_to_be_stopped()
+        if self._checkpoint_if_signalled(trainer):
+            self._requeue_and_wait(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._awaiting_stop = self._decide(trainer)  # waits from the next hook on: the epoch's metrics log first
+        # Checkpoint now; requeue from the next hook on, once Lightning has logged the epoch's metrics: the requeue
+        # makes SLURM signal the job at once, and a logger may not outlive that (W&B's service is stopped too).
+        self._requeue_pending = self._checkpoint_if_signalled(trainer)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._awaiting_stop:
-            self._wait_to_be_stopped()
+        if self._requeue_pending:
+            self._requeue_and_wait(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._awaiting_stop:
-            self._wait_to_be_stopped()
+        if self._requeue_pending:
+            self._requeue_and_wait(trainer)
 
-    def _decide(self, trainer: pl.Trainer) -> bool:
-        """Whether any rank heard the signal (the same call on every rank at the same step); if so, checkpoint
-        and requeue. True when SLURM accepted the requeue."""
+    def _checkpoint_if_signalled(self, trainer: pl.Trainer) -> bool:
+        """Whether any rank heard the signal (the same call on every rank at the same step); if so, every rank
+        saves the preemption checkpoint here, and True."""
         if self._signum is None or self._requeued:
             return False
         if not trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
             return False
         self._requeued = True
-        return self._checkpoint_and_requeue(trainer)
-
-    def _checkpoint_and_requeue(self, trainer: pl.Trainer) -> bool:
         # Lightning's own name and folder for a preemption checkpoint: the requeued job resumes from it.
-        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
-        rank_zero_info(f"SLURM's requeue signal ({self._signum}) received: saving {path} at epoch "
+        self._path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        rank_zero_info(f"SLURM's requeue signal ({self._signum}) received: saving {self._path} at epoch "
                        f"{trainer.current_epoch}, step {trainer.global_step}, then requeueing the job")  # fmt: skip
+        trainer.save_checkpoint(self._path)  # every rank: its barrier meets the others' here
+        return True
+
+    def _requeue_and_wait(self, trainer: pl.Trainer) -> None:
+        """Rank 0 requeues the job; if SLURM accepts, tell the callbacks and wait to be stopped."""
+        self._requeue_pending = False
         for logger in trainer.loggers:  # flush what the loggers hold before SLURM stops this process
             logger.finalize("finished")
-        trainer.save_checkpoint(path)  # every rank: its barrier meets the others' here
         accepted = False
         if trainer.is_global_zero:
             job_id = slurm_job_id()
             accepted = job_id is not None and requeue_job(job_id)
         accepted = bool(trainer.strategy.broadcast(accepted, src=0))
         if not accepted:
-            rank_zero_info(f"The job was not requeued; training goes on. {path} resumes it if it is stopped.")
-            return False
-        self._path = path
+            rank_zero_info(f"The job was not requeued; training goes on. {self._path} resumes it if it is stopped.")
+            return
         for callback in trainer.callbacks:
             hook = getattr(callback, "on_slurm_requeued", None)
             if callable(hook):
                 hook(trainer, self._signum)
-        return True
+        self._wait_to_be_stopped()
 
     def _wait_to_be_stopped(self) -> None:
         # Training on would only write epochs past the checkpoint, which the requeued job writes again.

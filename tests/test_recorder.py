@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from recorder_helpers import (
     CLASSIFIER_EPOCH_METRICS,
@@ -228,3 +230,68 @@ def test_per_epoch_metrics_are_what_the_real_classifier_logged_fresh_and_resumed
     assert {epoch for epoch, _ in logged} == {0, 1, 2, 3}  # the resume logged epochs 2 and 3 only
     assert len(logged) == 4 * len(CLASSIFIER_EPOCH_METRICS)
     assert store_epoch_metrics(run.id) == pytest.approx(logged, rel=0, abs=0)
+
+
+class _EpochMetricsSeen(pl.Callback):
+    """Each epoch's metrics as the classifier computed them. ImageClassifier logs its train_* in its own
+    on_train_epoch_end, after every callback's: they are in trainer.callback_metrics from then until the next epoch
+    starts (and at the end of training, for the last epoch)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[int, str], float] = {}
+        self.epoch: int | None = None
+
+    def _take(self, trainer: pl.Trainer) -> None:
+        if self.epoch is not None:
+            for name in CLASSIFIER_EPOCH_METRICS:
+                self.seen[(self.epoch, name)] = float(trainer.callback_metrics[name])
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._take(trainer)
+        self.epoch = trainer.current_epoch
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._take(trainer)
+
+
+def test_the_real_classifiers_train_metrics_are_recorded_for_their_own_epoch(tmp_path: Path) -> None:
+    """The recorder on the real ImageClassifier (not a stand-in that logs train_loss in training_step): each epoch's
+    train_* (and val_*) in the store are that epoch's, not the previous epoch's, and the last epoch's are there."""
+    from ecaplatform.classifier import ImageClassifier
+    from ecaplatform.datamodules import DigitsDataModule
+
+    config = {"model": {"init_args": {"model_name": "eca_resnet18"}}, "data": {"init_args": {"image_size": 16}}}
+    callbacks, logger = tracking_for_run("fit", config, JobSpec(name="real-classifier", wandb_mode="disabled"))
+    seen = _EpochMetricsSeen()
+    trainer = trainer_for([*callbacks, seen], logger, tmp_path, max_epochs=3, limit_train_batches=1,
+                          limit_val_batches=1, enable_checkpointing=False)  # fmt: skip
+    torch.manual_seed(0)
+    model = ImageClassifier(model_name="eca_resnet18", num_classes=10, lr=0.05)
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=8, image_size=16))
+
+    [run] = _runs()
+    assert len(seen.seen) == 3 * len(CLASSIFIER_EPOCH_METRICS)
+    train_losses = [seen.seen[(epoch, "train_loss")] for epoch in range(3)]
+    assert len(set(train_losses)) == 3  # the epochs differ, so a value recorded one epoch late shows
+    assert _metrics(run.id) == seen.seen
+
+
+class _RequeuedThenLoggerLost(pl.Callback):
+    """At epoch 1: SLURM accepted the requeue (ecaplatform.slurm_requeue tells the callbacks), then, while SLURM
+    stops the job, the W&B service dies first and the next log raises (seen in CI: ConnectionResetError)."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            for callback in trainer.callbacks:
+                if hasattr(callback, "on_slurm_requeued"):
+                    callback.on_slurm_requeued(trainer, 10)
+            raise ConnectionResetError("Connection lost")
+
+
+def test_what_fails_after_a_requeue_leaves_the_run_interrupted_for_its_requeued_job(tmp_path: Path) -> None:
+    callbacks, logger = tracking_for_run("fit", tiny_config(), JobSpec(name="requeued", wandb_mode="disabled"))
+    trainer = trainer_for([*callbacks, _RequeuedThenLoggerLost()], logger, tmp_path, max_epochs=3)
+    with pytest.raises(ConnectionResetError):
+        trainer.fit(TinyClassifier(), datamodule=TinyData())
+    [run] = _runs()
+    assert run.status == "interrupted" and "requeued by SLURM (signal 10)" in run.error, run.error

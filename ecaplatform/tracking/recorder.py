@@ -163,6 +163,7 @@ class RunRecorder(pl.Callback):
         self.wandb_logger = wandb_logger
         self._engine: Engine | None = None
         self._failed = False
+        self._requeued = False
         self.wandb_location: tuple[str, str] | None = None  # (mode, run folder or entity/project/id), once known
         self._started = False
         self._heartbeat: _Heartbeat | None = None
@@ -320,6 +321,7 @@ class RunRecorder(pl.Callback):
         """SLURM preempted the job and requeued it (see ecaplatform.slurm_requeue; the checkpoint is written): the
         run is interrupted until the requeued job, with the same ECA_RUN_ID / SLURM job id, marks it running."""
         self._failed = True  # this process is about to be stopped: its teardown must not report success
+        self._requeued = True  # and what fails while SLURM stops it (W&B's service killed first...) is no failure
         self._stop_heartbeat()
         if not trainer.is_global_zero or not self._started:
             return
@@ -417,6 +419,9 @@ class RunRecorder(pl.Callback):
         self._stop_heartbeat()
         self._remove_listener(trainer)  # Lightning runs no callback teardown after an exception
         if not trainer.is_global_zero or not self._started:
+            return
+        if self._requeued:  # the run is `interrupted` and its requeued job continues it: keep that status
+            log.info("after the requeue, while SLURM stops this job: %s: %s", type(exception).__name__, exception)
             return
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             status, error = "interrupted", f"{type(exception).__name__}: stopped by a signal (preemption, scancel, ^C)"
