@@ -180,6 +180,44 @@ def test_checkpoint_rebuilds_the_classifier(tmp_path: Path) -> None:
     torch.testing.assert_close(started(images), model(images))
 
 
+class _LearningRates(L.Callback):
+    """The learning rate each optimizer step used, by global step."""
+
+    def __init__(self) -> None:
+        self.by_step: dict[int, float] = {}
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object,
+                             batch_idx: int) -> None:  # fmt: skip
+        self.by_step[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
+
+
+def test_schedule_state_survives_a_checkpoint(tmp_path: Path) -> None:
+    """A run resumed from its epoch-1 checkpoint file steps through the same learning rates as the run that went
+    on: the warm-up + cosine schedule's state is in the file and is loaded back, not rebuilt from step 0."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def run(max_epochs: int, ckpt_path: Path | None = None) -> dict[int, float]:
+        torch.manual_seed(0)
+        model = ImageClassifier("resnet18", num_classes=3, lr=0.1, lr_schedule="cosine", warmup_epochs=1.5)
+        data = SyntheticDataModule(batch_size=2, num_classes=3, image_size=16, train_samples=6, val_samples=2)
+        rates = _LearningRates()
+        folder = tmp_path / ("resumed" if ckpt_path else "straight")
+        saves = ModelCheckpoint(dirpath=folder, save_top_k=-1, every_n_epochs=1, save_last=False)
+        trainer = tiny_trainer(max_epochs=max_epochs, limit_val_batches=0, enable_checkpointing=True,
+                               callbacks=[rates, saves], default_root_dir=tmp_path)  # fmt: skip
+        trainer.fit(model, data, ckpt_path=ckpt_path)
+        return rates.by_step
+
+    straight = run(max_epochs=4)  # 3 steps an epoch: warm-up over steps 0-3, then cosine to 0 at step 12
+    assert sorted(straight) == list(range(12)) and len(set(straight.values())) > 6  # the rate moves every step
+    saved = tmp_path / "straight" / "epoch=0-step=3.ckpt"
+    state = torch.load(saved, weights_only=True, map_location="cpu")["lr_schedulers"][0]
+    assert state["last_epoch"] == 3  # the file holds where the schedule was
+
+    resumed = run(max_epochs=4, ckpt_path=saved)
+    assert resumed == {step: lr for step, lr in straight.items() if step >= 3}
+
+
 def test_compile_keeps_parameter_names() -> None:
     plain = ImageClassifier("resnet18", num_classes=3)
     compiled = ImageClassifier("resnet18", num_classes=3, compile=True)

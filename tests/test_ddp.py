@@ -151,3 +151,115 @@ def test_two_nodes_record_one_run_with_one_id_and_count_each_image_once(tmp_path
     assert result.run_id == run.id and result.samples_evaluated == result.fingerprint["num_samples"] == 11
     for node, out in enumerate(outputs):  # each node's log names the run it belongs to
         assert f"eca validate: recording run {run.id} (node {node} of 2)" in out, out[-3000:]
+
+
+# --- the same guards in the fast tier: one 2-rank fit, seconds, its store inspected write by write -----------------
+
+FAST_DDP_JOB = """
+seed_everything: 0
+job:
+  name: ddp_store_guards
+  launcher: local
+  wandb_mode: disabled
+  resources:
+    gpus_per_node: 0
+model:
+  model_name: eca_resnet18
+  lr: 0.001
+data:
+  class_path: ecaplatform.datamodules.ImageNetDataModule
+  init_args:
+    root: {root}
+    batch_size: 4        # 2 per rank: BatchNorm trains on more than one value
+    eval_batch_size: 2   # 1 per rank: the ranks run 6 and 5 validation batches
+    image_size: 16
+    num_workers: 0
+    show_progress: false
+trainer:
+  accelerator: cpu
+  devices: 2
+  strategy: ddp
+  max_epochs: 2
+  limit_train_batches: 1
+  num_sanity_val_steps: 0
+  enable_progress_bar: false
+  enable_model_summary: false
+  enable_checkpointing: false
+"""
+
+# Every write the ranks make, logged by SQLite itself: an upsert that rewrites a row with the same values (what a
+# second rank would do) leaves no other trace in the store.
+WRITE_AUDIT = """
+CREATE TABLE write_audit (tbl TEXT, op TEXT, epoch INTEGER, name TEXT);
+CREATE TRIGGER audit_runs_insert AFTER INSERT ON runs
+  BEGIN INSERT INTO write_audit VALUES ('runs', 'insert', NULL, NEW.status); END;
+CREATE TRIGGER audit_runs_status AFTER UPDATE OF status ON runs
+  BEGIN INSERT INTO write_audit VALUES ('runs', 'update', NULL, NEW.status); END;
+CREATE TRIGGER audit_metrics_insert AFTER INSERT ON epoch_metrics
+  BEGIN INSERT INTO write_audit VALUES ('epoch_metrics', 'insert', NEW.epoch, NEW.name); END;
+CREATE TRIGGER audit_metrics_update AFTER UPDATE ON epoch_metrics
+  BEGIN INSERT INTO write_audit VALUES ('epoch_metrics', 'update', NEW.epoch, NEW.name); END;
+CREATE TRIGGER audit_results_insert AFTER INSERT ON results
+  BEGIN INSERT INTO write_audit VALUES ('results', 'insert', NULL, NEW.split); END;
+"""
+
+
+def test_two_rank_fit_writes_the_store_from_rank_zero_only_and_counts_each_val_image_once(tmp_path: Path) -> None:
+    """Fast tier (`eca fit`, 2 gloo ranks, 2 epochs of one batch): the recorder writes on global rank 0 only (one
+    run row, one result, each epoch's metrics once) and our exact sampler survives Lightning's sampler replacement
+    (a padding DistributedSampler would score 12 of the 11 validation images)."""
+    import math
+    import sqlite3
+    from contextlib import closing
+
+    from recorder_helpers import CLASSIFIER_EPOCH_METRICS, csv_epoch_metrics, store_epoch_metrics
+    from sqlalchemy import func, select
+
+    from ecaplatform.tracking.schema import EpochMetric, Result, ResultOutcome, Run
+    from ecaplatform.tracking.store import session_scope, sqlite_path, upgrade, writer_engine
+
+    root = make_imagenet_folder(tmp_path / "imagenet", classes=len(VAL_PER_CLASS), train_per_class=2,
+                                val_per_class=VAL_PER_CLASS, size=16)  # fmt: skip
+    job = tmp_path / "ddp_store_guards.yaml"
+    job.write_text(FAST_DDP_JOB.format(root=root))
+    engine = writer_engine()
+    upgrade(engine)
+    engine.dispose()
+    store_file = sqlite_path(os.environ["ECA_DB_URL"])
+    with closing(sqlite3.connect(store_file)) as conn:
+        conn.executescript(WRITE_AUDIT)
+
+    proc = eca_subprocess(["fit", "--config", str(job)], tmp_path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "MEMBER: 2/2" in out, out[-3000:]
+
+    with session_scope(writer_engine()) as session:
+        runs = list(session.scalars(select(Run)))
+        results = list(session.scalars(select(Result)))
+        outcomes = session.scalars(select(ResultOutcome.num_samples)).all()
+        samples = dict(session.execute(select(EpochMetric.epoch, EpochMetric.value).where(
+            EpochMetric.name == "val_samples")).all())  # fmt: skip
+        metric_rows = session.scalar(select(func.count()).select_from(EpochMetric))
+    with closing(sqlite3.connect(store_file)) as conn:
+        writes = conn.execute("SELECT tbl, op, epoch, name FROM write_audit ORDER BY rowid").fetchall()
+
+    assert len(runs) == 1, f"{len(runs)} run rows"
+    assert len(results) == 1, f"{len(results)} results: {[(r.split, r.samples_evaluated) for r in results]}"
+    [run], [result] = runs, results
+    assert (run.status, run.world_size, run.job_name) == ("succeeded", 2, "ddp_store_guards")
+    assert (result.run_id, result.split) == (run.id, "val")
+    # Exact counting: every validation image once, in the result, its per-image outcomes and each epoch's count.
+    assert result.samples_evaluated == result.fingerprint["num_samples"] == sum(VAL_PER_CLASS) == 11
+    assert outcomes == [11]
+    assert samples == {0: 11.0, 1: 11.0}
+    # each epoch's metrics as rank 0 logged them (its CSVLogger), the finite ones: all 7 for each of 2 epochs
+    logged = csv_epoch_metrics(sorted((tmp_path / "runs").rglob("metrics.csv")))
+    assert len(logged) == 2 * len(CLASSIFIER_EPOCH_METRICS)
+    assert store_epoch_metrics(run.id) == {key: value for key, value in logged.items() if math.isfinite(value)}
+
+    # Written once, by one rank: each epoch metric, the result, and the run's start and end.
+    metric_writes = [(epoch, name) for table, _, epoch, name in writes if table == "epoch_metrics"]
+    duplicated = sorted({key for key in metric_writes if metric_writes.count(key) > 1})
+    assert not duplicated and len(metric_writes) == metric_rows, f"epoch metrics written more than once: {duplicated}"
+    assert [w for w in writes if w[0] == "results"] == [("results", "insert", None, "val")]
+    assert [w[1:] for w in writes if w[0] == "runs"] == [("insert", None, "running"), ("update", None, "succeeded")]

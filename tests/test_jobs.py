@@ -12,7 +12,7 @@ import yaml
 from sqlalchemy import func, select
 
 from ecaplatform.cli import main as eca
-from ecaplatform.jobs import JobFileError, check_submission, load_job, sbatch_script, submit_slurm
+from ecaplatform.jobs import Job, JobFileError, check_submission, load_job, sbatch_script, submit_slurm
 from ecaplatform.tracking.schema import Run
 from ecaplatform.tracking.store import session_scope, writer_engine
 from tests.image_folders import make_imagenet_folder
@@ -302,11 +302,12 @@ def test_a_data_root_given_on_the_command_line_is_the_one_checked(tmp_path: Path
 JOB_FILES = sorted((Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml"))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("path", JOB_FILES, ids=[p.stem for p in JOB_FILES])
 def test_every_job_file_of_the_repository_passes_every_check(tmp_path: Path, path: Path) -> None:
-    """Each job as `eca submit` reads it, with ImageNet replaced by a tiny folder of the same layout; a
-    verification job scores a (weights-only) checkpoint instead of the released file that is not here."""
+    """Each job as `eca submit` reads it, with ImageNet replaced by a tiny folder of the same layout (so the parse
+    gets past the data root to the SLURM checks); a verification job scores a (weights-only) checkpoint instead of
+    the released file that is not here. Each SLURM job's check is seen to run: its sbatch script asks for one task
+    per device, and the same job with one device more is refused."""
     overrides = [] if path.stem == "demo_cpu" else ["--data.init_args.root", str(tiny_imagenet(tmp_path))]
     if path.name.startswith("verify_"):
         dummy = tmp_path / "dummy.ckpt"  # shaped like ours (the CLI refuses another model's or a foreign file)
@@ -320,6 +321,20 @@ def test_every_job_file_of_the_repository_passes_every_check(tmp_path: Path, pat
     model_name = job.config["model"]["model_name"]
     assert model_name in job.spec.name or path.stem == "demo_cpu"  # the demo trains eca_resnet18
     assert job.spec.command == ("validate" if path.name.startswith("verify_") else "fit")
+
+    assert job.spec.launcher == ("local" if path.stem == "demo_cpu" else "slurm")
+    if job.spec.launcher != "slurm":
+        return
+    trainer = job.config["trainer"]
+    devices, nodes = int(trainer["devices"]), int(trainer.get("num_nodes") or 1)
+    script = sbatch_script(job, job.spec.command, "RUN1", tmp_path / "logs", tmp_path)
+    assert f"#SBATCH --nodes={nodes}\n" in script and f"#SBATCH --ntasks-per-node={devices}\n" in script
+    more_devices = Job(job.path, job.spec, {**job.config, "trainer": {**trainer, "devices": devices + 1}})
+    with pytest.raises(JobFileError, match=rf"trainer.devices is {devices + 1} but SLURM would start {devices} task"):
+        check_submission(more_devices)
+    more_nodes = Job(job.path, job.spec, {**job.config, "trainer": {**trainer, "num_nodes": nodes + 1}})
+    with pytest.raises(JobFileError, match=rf"trainer.num_nodes is {nodes + 1} but job.resources.nodes is {nodes}"):
+        check_submission(more_nodes)
 
 
 # --- secrets: the store's password never lands in a script, a dry run or a log ------------------------------------

@@ -136,16 +136,19 @@ def test_claims_page_in_a_real_browser_then_the_evidence_run(leaderboard_server:
     text = claims_table.inner_text()
     for label in ("ECA-Net (ResNet-152)", "ECA-Net (ResNet-101)", "ECA-Net (ResNet-50)", "ECA-Net (MobileNetV2)"):
         assert label in text
-    rows = {
-        label: claims_table.locator("tbody tr", has_text=label).inner_text()
-        for label in ("ECA-Net (ResNet-152)", "ECA-Net (ResNet-101)", "ECA-Net (ResNet-50)", "ECA-Net (MobileNetV2)")
-    }
-    assert "Verified" in rows["ECA-Net (ResNet-50)"] and "77.52" in rows["ECA-Net (ResNet-50)"]
-    assert "Unverified" in rows["ECA-Net (ResNet-101)"]
+    # Each claim's cells by column, compared whole ("Verified" is also a substring of "Unverified").
+    headers = [h.strip() for h in claims_table.locator("thead th").all_inner_texts()]
+    assert "Status" in headers and "Verified" in headers
+    rows = {}
+    for label in ("ECA-Net (ResNet-152)", "ECA-Net (ResNet-101)", "ECA-Net (ResNet-50)", "ECA-Net (MobileNetV2)"):
+        cells = claims_table.locator("tbody tr:not(.note-row)", has_text=label).locator("td").all_inner_texts()
+        rows[label] = dict(zip(headers, (c.strip() for c in cells), strict=True))
+    assert (rows["ECA-Net (ResNet-50)"]["Status"], rows["ECA-Net (ResNet-50)"]["Verified"]) == ("Verified", "77.52")
+    assert rows["ECA-Net (ResNet-101)"]["Status"] == "Unverified"
     note = claims_table.locator("tr.note-row", has_text="run-r101-subset")
     assert note.is_visible() and "a subset" in note.inner_text()
-    assert "Running" in rows["ECA-Net (MobileNetV2)"]
-    assert "Unverified" in rows["ECA-Net (ResNet-152)"]
+    assert rows["ECA-Net (MobileNetV2)"]["Status"] == "Running"
+    assert rows["ECA-Net (ResNet-152)"]["Status"] == "Unverified"
     assert page.get_by_text("1910.03151").first.is_visible()
     _screenshot(page, "leaderboard_claims.png")
 

@@ -167,6 +167,31 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path: Path, container: str)
     assert marker.exists()
 
 
+def test_the_loader_itself_asks_for_weights_only_under_a_torch_that_defaults_to_unpickling_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch >= 2.6 defaults to weights_only=True, so the test above passes even if the loader stops asking for it;
+    torch.load as older versions had it (weights_only defaulting to False) shows whether the loader asks."""
+    real_load = torch.load
+    asked: list[object] = []
+
+    def torch_load_before_2_6(*args: object, weights_only: object = False, **kwargs: object) -> object:
+        asked.append(weights_only)
+        return real_load(*args, weights_only=weights_only, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "load", torch_load_before_2_6)
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.pth.tar"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "hook": _WritesAMarker(marker)}, evil)
+    refusal = r"refused to load .*the Python object io\.open, .*could run arbitrary code"
+    with pytest.raises(CheckpointError, match=refusal):
+        load_official_checkpoint(evil)
+    assert not marker.exists(), "the checkpoint loader unpickled code"
+    good = _save_official(create_model("eca_resnet18", num_classes=3), tmp_path / "good.pth.tar")
+    load_official_checkpoint(good)
+    assert asked == [True, True]  # every read, the refused one and the good one, asked for weights only
+
+
 def test_missing_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_official_checkpoint(tmp_path / "nope.pth.tar")

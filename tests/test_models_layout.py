@@ -117,3 +117,46 @@ def test_eca_attention_changes_the_output() -> None:
         model.layer4[1].eca.conv.weight.zero_()  # sigmoid(0) = 0.5 halves that block's residual branch
         after = model(x)
     assert not torch.allclose(before, after)
+
+
+# The released checkpoints' file names (PAPER.md), written out here: the digits after `_k` are the ECA kernel size
+# per ResNet stage (layer1..layer4); MobileNetV2's `k13` is k=1 for blocks with fewer than 96 output channels, else
+# k=3. This reference is independent of RELEASED_RESNET_KERNELS, the constant that builds the models.
+RELEASED_FILES = {
+    "eca_resnet18": "eca_resnet18_k3577.pth.tar",
+    "eca_resnet34": "eca_resnet34_k3357.pth.tar",
+    "eca_resnet50": "eca_resnet50_k3557.pth.tar",
+    "eca_resnet101": "eca_resnet101_k3357.pth.tar",
+    "eca_resnet152": "eca_resnet152_k3357.pth.tar",
+    "eca_mobilenet_v2": "eca_mobilenetv2_k13.pth.tar",
+}
+
+
+def _kernel_digits(file_name: str) -> list[int]:
+    return [int(d) for d in file_name.removesuffix(".pth.tar").rsplit("_k", 1)[1]]
+
+
+def _conv1d_kernels(module: torch.nn.Module) -> list[int]:
+    return [m.kernel_size[0] for m in module.modules() if isinstance(m, torch.nn.Conv1d)]
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_FILES))
+def test_default_kernels_per_stage_are_those_the_released_file_names_say(name: str) -> None:
+    model = create_model(name)
+    digits = _kernel_digits(RELEASED_FILES[name])
+    if name.startswith("eca_resnet"):
+        assert len(digits) == 4
+        stages = [getattr(model, f"layer{stage}") for stage in range(1, 5)]
+        built = [sorted(set(_conv1d_kernels(stage))) for stage in stages]
+        assert built == [[k] for k in digits], RELEASED_FILES[name]
+        blocks = sum(len(stage) for stage in stages)
+        assert len(_conv1d_kernels(model)) == blocks  # one ECA per block, none outside the stages
+    else:
+        small, large = digits
+        expected, built = [], []
+        for block in list(model.features)[1:18]:  # the 17 inverted-residual blocks
+            out_channels = [m for m in block.modules() if isinstance(m, torch.nn.BatchNorm2d)][-1].num_features
+            expected.append(small if out_channels < 96 else large)
+            built += _conv1d_kernels(block)
+        assert built == expected, RELEASED_FILES[name]
+        assert len(_conv1d_kernels(model)) == 17

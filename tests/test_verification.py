@@ -60,6 +60,60 @@ def test_full_split_below_tolerance_is_not_reproduced() -> None:
     assert (status.status, status.verified_value) == (NOT_REPRODUCED, 77.30)
 
 
+def _set_tolerance(tolerance: float) -> None:
+    """The claim's tolerance in the store, as if the claims YAML said so (the YAML is loaded once per process)."""
+    from ecaplatform.tracking.schema import Claim
+
+    with session_scope(writer_engine()) as session:
+        session.get(Claim, CLAIM).tolerance = tolerance
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "at_edge", "just_below"),
+    [
+        (None, 77.38, 77.37),  # the real claim: 77.48 with its 0.10 (the claims YAML)
+        (0.25, 77.23, 77.22),
+        (0.02, 77.46, 77.45),
+    ],
+)
+def test_exactly_claim_minus_tolerance_verifies_and_one_hundredth_below_does_not(
+    tolerance: float | None, at_edge: float, just_below: float
+) -> None:
+    below = _result(just_below)
+    if tolerance is None:
+        with session_scope(writer_engine()) as session:
+            status = next(s for s in evaluate_claims(session) if s.claim.id == CLAIM)
+            assert (status.claim.claimed, status.claim.tolerance) == (77.48, 0.10)
+    else:
+        _set_tolerance(tolerance)
+    status = _status()
+    assert (status.status, status.verified_value, status.evidence_run_id) == (NOT_REPRODUCED, just_below, below)
+    assert status.delta == pytest.approx(just_below - 77.48)
+    edge = _result(at_edge)
+    status = _status()
+    assert (status.status, status.verified_value, status.evidence_run_id) == (VERIFIED, at_edge, edge)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        # The result's own columns right, its fingerprint another data set or split of the same size and classes:
+        ({"fingerprint": {**FULL_VAL, "dataset": "imagenet-v2"}}, "fingerprint does not name the claim's"),
+        ({"fingerprint": {**FULL_VAL, "split": "train"}}, "fingerprint does not name the claim's"),
+        ({"fingerprint": {k: v for k, v in FULL_VAL.items() if k != "split"}}, "fingerprint does not name"),
+        # The fingerprint right, the result recorded on another data set or split:
+        ({"dataset": "imagenet-v2"}, "evaluated on imagenet-v2/val, the claim is on imagenet/val"),
+        ({"split": "train"}, "evaluated on imagenet/train, the claim is on imagenet/val"),
+    ],
+)
+def test_a_result_on_another_dataset_or_split_never_verifies(kwargs: dict[str, Any], reason: str) -> None:
+    other = _result(78.50, **kwargs)  # better than the claim: only the data set or split stands in the way
+    status = _status()
+    assert (status.status, status.verified_value, status.evidence_run_id) == (UNVERIFIED, None, None)
+    assert (status.best_other_value, status.best_other_run_id) == (78.50, other)
+    assert reason in status.best_other_reason
+
+
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
     [
