@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-deps test-fast lint leaderboard bench gpu-check clean
+.PHONY: demo test system-deps test-fast lint leaderboard bench gpu-check mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ bench: $(STAMP)
 # (PYTHON=... picks the interpreter); without a GPU it prints one line and exits 0.
 gpu-check:
 	bash benchmarks/gpu_check.sh
+
+# Mutation testing (mutmut 3, [tool.mutmut] in pyproject.toml) of the modules whose mistakes would fake or lose a
+# result: verification rule, exact sampler, recorder, ECA kernels, checkpoint loading, read-only store access. Prints
+# killed/survived per module and fails below 90% killed. mutmut works in mutants/, a git-ignored copy: the sources
+# are never modified. About an hour on 2 busy cores (benchmarks/README.md, "Mutation testing").
+mutation: $(STAMP)
+	$(BIN)/python scripts/mutation_run.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

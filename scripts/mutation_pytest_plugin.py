@@ -1,0 +1,27 @@
+"""A pytest plugin for `make mutation` only (pyproject.toml [tool.mutmut] pytest_add_cli_args loads it).
+
+mutmut runs each mutant's tests with -x: the first failing test kills it. Running the fast, targeted tests first
+(tests/test_mutants_*.py, the property tests) makes most kills take a fraction of a second instead of waiting for
+a Lightning fit that happens to come first; a survivor still runs every test.
+
+mutmut's fork server handles SIGTERM by exiting with status 0, and the processes it forks to test each mutant
+inherit that handler. Lightning chains to a handler it finds, so a test that sends itself SIGTERM (a SLURM
+preemption, tests/test_recorder.py) would end the whole test process with status 0: the tests still to run would
+be skipped and the mutant counted as survived. The default action restores what a plain pytest process has.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+FIRST = ("test_mutants_", "test_properties.py", "test_verification.py")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.path.name.startswith(FIRST))  # stable: file order kept within each group

@@ -1,0 +1,311 @@
+"""Property-based tests (hypothesis) of the three rules whose mistakes would fake or lose a result: the adaptive ECA
+kernel size, the exact distributed evaluation sampler, and the claim verification rule. Each property is checked
+against an expectation computed independently here (integer arithmetic, no call into the code under test)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from torch.utils.data import Dataset
+
+from ecaplatform.datamodules import ExactDistributedSampler
+from ecaplatform.datamodules.base import ClassificationDataModule, per_device_batch_size, sample_order
+from ecaplatform.models.eca import adaptive_kernel_size
+from ecaplatform.tracking.schema import RUN_STATUSES, Claim, Result
+from ecaplatform.tracking.verification import (
+    LOST,
+    NOT_REPRODUCED,
+    RUNNING,
+    UNVERIFIED,
+    VERIFIED,
+    disqualification,
+    status_of,
+    within_tolerance,
+)
+
+# Bounded and without a per-example deadline: the whole file runs in a few seconds, also on a busy 2-core machine.
+# No example database: nothing is written into the work tree (a failure prints its shrunk example).
+FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+# --- the adaptive ECA kernel size ------------------------------------------------------------------------------------
+
+
+def paper_kernel_size(channels: int) -> int:
+    """|log2(C)/2 + 1/2|_odd in exact integer arithmetic. The paper's snippet truncates t = (log2 C + 1) / 2, and
+    t >= n  <=>  log2 C >= 2n - 1  <=>  2C >= 4^n, so t = floor(log4(2C)) = (bit_length(2C) - 1) // 2; an even t is
+    bumped to the next odd number."""
+    t = ((2 * channels).bit_length() - 1) // 2
+    return t if t % 2 else t + 1
+
+
+CHANNELS = st.integers(min_value=1, max_value=2**16)
+
+
+@FAST
+@given(channels=CHANNELS)
+@example(channels=1)
+@example(channels=2**16)
+@example(channels=2**15 - 1)  # just below a power of two: the float log2 must not round up across the step
+def test_adaptive_kernel_is_odd_positive_and_the_papers_formula(channels: int) -> None:
+    k = adaptive_kernel_size(channels)
+    assert isinstance(k, int) and k >= 1 and k % 2 == 1
+    assert k == paper_kernel_size(channels)
+
+
+@FAST
+@given(a=CHANNELS, b=CHANNELS)
+def test_adaptive_kernel_never_shrinks_as_channels_grow(a: int, b: int) -> None:
+    low, high = sorted((a, b))
+    assert adaptive_kernel_size(low) <= adaptive_kernel_size(high)
+
+
+def test_adaptive_kernel_steps_exactly_where_the_formula_says() -> None:
+    # Exhaustive over 1..2^16 (cheap): k only ever steps up by 2, and only at a power of two (where log2 C is whole).
+    previous = adaptive_kernel_size(1)
+    assert previous == 1  # the documented minimum: C = 1..3 give k = 1
+    for channels in range(2, 2**16 + 1):
+        k = adaptive_kernel_size(channels)
+        assert k - previous in (0, 2), channels
+        if k != previous:
+            assert channels & (channels - 1) == 0, f"k changed at C={channels}, not a power of two"
+        previous = k
+    # The paper's own examples (ResNet stages and the MobileNetV2 widths): 64->3, 256->5, 512->5, 2048->7.
+    assert [adaptive_kernel_size(c) for c in (64, 128, 256, 512, 1024, 2048)] == [3, 5, 5, 5, 5, 7]
+
+
+@FAST
+@given(channels=st.integers(max_value=0))
+def test_adaptive_kernel_refuses_no_channels(channels: int) -> None:
+    with pytest.raises(ValueError, match="channels must be a positive integer"):
+        adaptive_kernel_size(channels)
+
+
+# --- the exact distributed sampler -----------------------------------------------------------------------------------
+
+SIZES = st.integers(min_value=1, max_value=5000)
+WORLDS = st.integers(min_value=1, max_value=16)
+BATCHES = st.integers(min_value=1, max_value=512)
+
+
+@FAST
+@given(size=SIZES, world=WORLDS)
+@example(size=1, world=16)  # more ranks than samples: most ranks get nothing, none gets a padded duplicate
+@example(size=5000, world=16)
+def test_ranks_split_the_dataset_exactly_once_without_padding(size: int, world: int) -> None:
+    shards = [list(ExactDistributedSampler(size, num_replicas=world, rank=rank)) for rank in range(world)]
+    every = [i for shard in shards for i in shard]
+    assert sorted(every) == list(range(size))  # disjoint, complete, no padding (a duplicate breaks the equality)
+    low, extra = divmod(size, world)
+    for rank, shard in enumerate(shards):
+        # The documented split: rank r gets r, r + world, ...; the first size % world ranks get one more.
+        assert len(shard) == (low + 1 if rank < extra else low) == math.ceil((size - rank) / world)
+        assert shard == list(range(rank, size, world))
+        sampler = ExactDistributedSampler(size, num_replicas=world, rank=rank)
+        assert len(sampler) == len(shard)
+        sampler.set_epoch(7)  # evaluation order never depends on the epoch
+        assert list(sampler) == shard == list(sampler)  # deterministic: the same order on every pass
+
+
+class _Indices(Dataset):
+    """A data set whose item is its own index: what a loader yields names the sample it read."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class _IndexModule(ClassificationDataModule):
+    dataset_name = "indices"
+
+    def __init__(self, size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.size = size
+
+    def _dataset(self, split: str) -> Dataset:
+        return _Indices(self.size)
+
+
+@FAST
+@given(size=SIZES, world=WORLDS, batch=BATCHES)
+@example(size=5000, world=16, batch=512)
+@example(size=1, world=16, batch=1)
+@example(size=513, world=1, batch=512)  # one sample past a full batch: the last, short batch must be kept
+def test_the_evaluation_loaders_of_all_ranks_read_every_sample_once(size: int, world: int, batch: int) -> None:
+    per_rank = per_device_batch_size(batch, world, strict=False)
+    assert per_rank == math.ceil(batch / world) and per_rank * world >= batch  # the global batch is covered
+    read: list[int] = []
+    for rank in range(world):
+        dm = _IndexModule(size, batch_size=batch, num_workers=0)
+        # Just what the data module reads of a trainer (rank, world size, accelerator, devices).
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=world, accelerator=object(), num_devices=world)
+        loader = dm.val_dataloader()
+        assert loader.batch_size == per_rank and not loader.drop_last
+        order = sample_order(loader)  # the loader's real batch sampler, twice (None if the passes differed)
+        assert order == list(range(rank, size, world))
+        batches = list(loader.batch_sampler)
+        assert len(batches) == math.ceil(len(order) / per_rank)  # no batch dropped, none but the last short
+        assert all(len(b) == per_rank for b in batches[:-1])
+        read += order
+    assert sorted(read) == list(range(size))
+
+
+# --- the verification rule -------------------------------------------------------------------------------------------
+
+# The claim's exact comparison (verification.within_tolerance): value >= claimed - tolerance - 1e-9. The 1e-9 absorbs
+# the float rounding of claimed - tolerance, so a value on the edge verifies however the decimals round
+# (77.48 - 0.10 = 77.38000000000001 > 77.38).
+EPSILON = 1e-9
+EXPECTED_SAMPLES, EXPECTED_CLASSES = 50000, 1000
+
+
+def _claim(claimed: float, tolerance: float, metric: str = "top1") -> Claim:
+    return Claim(id="c", paper="p", label="l", backbone="ResNet-50", method="ECA-Net", model="eca_resnet50",
+                 dataset="imagenet", split="val", expected_samples=EXPECTED_SAMPLES,
+                 expected_classes=EXPECTED_CLASSES, metric=metric, claimed=claimed, tolerance=tolerance,
+                 source="s", public=True, position=0)  # fmt: skip
+
+
+def _full_fingerprint() -> dict[str, Any]:
+    return {"dataset": "imagenet", "split": "val", "num_samples": EXPECTED_SAMPLES,
+            "num_classes": EXPECTED_CLASSES, "hash": "f" * 64}  # fmt: skip
+
+
+def _result(value: float | None, metric: str = "top1", **fields: Any) -> Result:
+    base: dict[str, Any] = {"run_id": "r", "model_name": "eca_resnet50", "dataset": "imagenet", "split": "val",
+                            "samples_evaluated": EXPECTED_SAMPLES, "fingerprint": _full_fingerprint(),
+                            "pipeline": "torchvision", "top1": None, "top5": None}  # fmt: skip
+    base[metric] = value
+    return Result(**{**base, **fields})
+
+
+# Claimed value, tolerance and result value as hundredths (the store's numbers have two decimals): the exact decimal
+# rule "value >= claimed - tolerance" is then an integer comparison the test can make without any rounding.
+HUNDREDTHS = st.integers(min_value=0, max_value=10000)
+TOLERANCES = st.integers(min_value=0, max_value=200)
+
+
+@FAST
+@given(claimed=HUNDREDTHS, tolerance=TOLERANCES, value=HUNDREDTHS, metric=st.sampled_from(["top1", "top5"]))
+@example(claimed=7748, tolerance=10, value=7738, metric="top1")  # exactly on the edge: verifies
+@example(claimed=7748, tolerance=10, value=7737, metric="top1")  # one hundredth below: not reproduced
+def test_a_full_split_result_verifies_iff_within_tolerance_on_the_hundredths_grid(
+    claimed: int, tolerance: int, value: int, metric: str
+) -> None:
+    claim = _claim(claimed / 100, tolerance / 100, metric)
+    result = _result(value / 100, metric)
+    assert disqualification(claim, result, "succeeded") is None
+    status = status_of(claim, [(result, "succeeded")])
+    expected = VERIFIED if value >= claimed - tolerance else NOT_REPRODUCED
+    assert status.status == expected
+    assert within_tolerance(claim, value / 100) is (value >= claimed - tolerance)
+    assert status.verified_value == value / 100 and status.evidence_run_id == "r"
+    assert status.delta == pytest.approx((value - claimed) / 100)
+
+
+FLOATS = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False)
+
+
+@FAST
+@given(claimed=FLOATS, tolerance=st.floats(min_value=0, max_value=100, allow_nan=False), value=FLOATS,
+       offset=st.sampled_from([-1e-6, -2e-9, 0.0, 1e-12, 1e-6]))  # fmt: skip
+def test_the_tolerance_comparison_is_value_at_least_claimed_minus_tolerance_minus_1e9(
+    claimed: float, tolerance: float, value: float, offset: float
+) -> None:
+    claim = _claim(claimed, tolerance)
+    assert within_tolerance(claim, value) is (value >= claimed - tolerance - EPSILON)
+    assert within_tolerance(claim, claimed - tolerance - EPSILON)  # the comparison is >=: its own edge verifies
+    edge = claimed - tolerance + offset  # around the edge: verifies iff offset >= -1e-9 (up to the edge's rounding)
+    if abs(edge) < 1e3:  # far from the floats' coarse spacing, the offsets are representable as such
+        assert within_tolerance(claim, edge) is (offset >= -EPSILON)
+    assert status_of(claim, [(_result(value), "succeeded")]).status == (
+        VERIFIED if value >= claimed - tolerance - EPSILON else NOT_REPRODUCED
+    )
+
+
+# A result is drawn as a faithful one (on the claim's whole split, counted once, reference pipeline, succeeded run)
+# with up to three of these changes: one or two at a time is how a real result goes wrong, and drawing every field
+# independently would almost never make a result that misses by exactly one fact.
+VARIATIONS: list[tuple[str, Any]] = [
+    *(("status", s) for s in ("failed", "interrupted", "queued", "running", LOST, None)),
+    ("dataset", "digits"), ("split", "test"),
+    ("pipeline", None), ("pipeline", "dali-gpu"), ("pipeline", "dali-cpu"),
+    ("fingerprint", None), ("fingerprint", {}),
+    ("fp.dataset", "digits"), ("fp.split", "test"), ("fp.dataset", None),
+    ("fp.num_samples", 10000), ("fp.num_samples", EXPECTED_SAMPLES + 16), ("fp.num_samples", None),
+    ("fp.num_classes", 100), ("fp.num_classes", None),
+    ("samples", EXPECTED_SAMPLES + 16), ("samples", EXPECTED_SAMPLES - 16), ("samples", 0),
+    ("value", None),
+]  # fmt: skip
+assert {s for f, s in VARIATIONS if f == "status"} | {"succeeded"} == {*RUN_STATUSES, LOST, None}
+
+
+@st.composite
+def candidates(draw: st.DrawFn) -> tuple[Result, str | None, dict[str, Any]]:
+    """A result and its run status, and the facts the rule reads, as plain data for the independent check."""
+    facts: dict[str, Any] = {"dataset": "imagenet", "split": "val", "pipeline": "torchvision",
+                             "samples": EXPECTED_SAMPLES, "fingerprint": _full_fingerprint(), "status": "succeeded",
+                             "value": draw(HUNDREDTHS), "other": draw(st.one_of(HUNDREDTHS, st.none()))}  # fmt: skip
+    for field, value in draw(st.lists(st.sampled_from(VARIATIONS), max_size=3)):
+        if field.startswith("fp."):
+            facts["fingerprint"] = {**(facts["fingerprint"] or {}), field[3:]: value}
+        else:
+            facts[field] = value
+    result = _result(None if facts["value"] is None else facts["value"] / 100, "top1", dataset=facts["dataset"],
+                     split=facts["split"], pipeline=facts["pipeline"], samples_evaluated=facts["samples"],
+                     fingerprint=facts["fingerprint"],
+                     top5=None if facts["other"] is None else facts["other"] / 100)  # fmt: skip
+    return result, facts["status"], facts
+
+
+def _qualifies(facts: dict[str, Any]) -> bool:
+    """The rule as the docs state it: a succeeded run, on the claim's dataset and split, with the reference (or an
+    unrecorded) pipeline, whose fingerprint is the whole split and every sample counted once, with a value."""
+    fingerprint = facts["fingerprint"] or {}
+    return (
+        facts["status"] == "succeeded"
+        and (facts["dataset"], facts["split"]) == ("imagenet", "val")
+        and facts["pipeline"] in ("torchvision", None)
+        and (fingerprint.get("dataset"), fingerprint.get("split")) == ("imagenet", "val")
+        and fingerprint.get("num_samples") == EXPECTED_SAMPLES
+        and fingerprint.get("num_classes") == EXPECTED_CLASSES
+        and facts["samples"] == EXPECTED_SAMPLES
+        and facts["value"] is not None
+    )
+
+
+@FAST
+@given(claimed=HUNDREDTHS, tolerance=TOLERANCES, found=st.lists(candidates(), max_size=5), active=st.booleans())
+def test_a_claim_is_verified_iff_a_qualifying_result_is_within_tolerance(
+    claimed: int, tolerance: int, found: list[tuple[Result, str | None, dict[str, Any]]], active: bool
+) -> None:
+    claim = _claim(claimed / 100, tolerance / 100)
+    status = status_of(claim, [(result, run_status) for result, run_status, _ in found], active)
+    for result, run_status, facts in found:
+        reason = disqualification(claim, result, run_status)
+        assert (reason is None) is _qualifies(facts), (facts, reason)
+        if reason is None:  # the rule's two parts are independent: qualifying says nothing of the value
+            assert within_tolerance(claim, facts["value"] / 100) is (facts["value"] >= claimed - tolerance)
+
+    qualifying = [f["value"] for _, _, f in found if _qualifies(f)]
+    others = [f["value"] for _, _, f in found if not _qualifies(f) and f["value"] is not None]
+    if any(v >= claimed - tolerance for v in qualifying):
+        expected = VERIFIED
+    elif qualifying:
+        expected = NOT_REPRODUCED
+    else:
+        expected = RUNNING if active else UNVERIFIED
+    assert status.status == expected
+    # The evidence is the best qualifying value; a non-qualifying result is shown beside it, never as evidence.
+    assert status.verified_value == (max(qualifying) / 100 if qualifying else None)
+    assert status.best_other_value == (max(others) / 100 if others else None)
+    assert (status.best_other_reason is None) is (not others)
