@@ -50,7 +50,7 @@ gpu-check:
 # Mutation testing (mutmut 3, [tool.mutmut] in pyproject.toml) of the modules whose mistakes would fake or lose a
 # result: verification rule, exact sampler, recorder, ECA kernels, checkpoint loading, read-only store access. Prints
 # killed/survived per module and fails below 90% killed. mutmut works in mutants/, a git-ignored copy: the sources
-# are never modified. About an hour on 2 busy cores (benchmarks/README.md, "Mutation testing").
+# are never modified. About 25 minutes on 2 cores (benchmarks/README.md, "Mutation testing").
 mutation: $(STAMP)
 	$(BIN)/python scripts/mutation_run.py
 

@@ -8,7 +8,7 @@ pytest -x, so each module is checked by its own fast tests.
 
     python scripts/mutation_run.py              # fresh run of every module below, then the table
     python scripts/mutation_run.py --report     # the table of the last run (mutants/ as it is)
-    python scripts/mutation_run.py --module eca --module checkpoint   # only those modules
+    python scripts/mutation_run.py --module checkpoint --module verification   # only those modules
 
 Exit status 1 when a module kills fewer than TARGET of its mutants (timeouts count as killed: the mutant made the
 tests hang, and they noticed).
@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = ROOT / "mutants"
 TARGET = 0.90
 
-# Module -> mutmut name globs (module path, then x_<function> or xǁ<Class>ǁ<method>). Only these functions are
-# mutated-and-run: elsewhere in resnet.py, mobilenetv2.py, base.py and store.py is model building, loader tuning,
-# messages or writing, which other tests cover.
+# Module -> mutmut name globs (module path, then x_<function> or xǁ<Class>ǁ<method>). Only these functions' mutants
+# are run and counted: the rest of resnet.py, mobilenetv2.py, base.py and store.py is model building, data loading
+# or writing, which other tests cover.
 _BASE = "ecaplatform.datamodules.base."
 _STORE = "ecaplatform.tracking.store."
 MODULES: dict[str, list[str]] = {
@@ -62,10 +62,12 @@ MODULES: dict[str, list[str]] = {
         "ecaplatform.models.mobilenetv2.x_block_output_channels*",
     ],
     "checkpoint": ["ecaplatform.models.checkpoint.*"],
+    # How a reader opens the store (read-only, never creating it). Not the URL parsing the writers share
+    # (parse_url, sqlite_path): every test opens a store, so each of their mutants would run the whole selection.
     "store readers": [
         *(f"{_STORE}x_{name}*" for name in (
-            "parse_url", "sqlite_path", "store_exists", "make_engine", "reader_engine", "open_reader",
-            "_sqlite_engine", "_connect_sqlite_readonly", "schema_behind")),
+            "store_exists", "make_engine", "reader_engine", "open_reader", "_sqlite_engine",
+            "_connect_sqlite_readonly", "schema_behind")),
         f"{_STORE}x_has_table_*",  # has_table, not has_tables of the leaderboard below
         "leaderboard.queries.x_open_readonly*", "leaderboard.queries.x_has_tables*",
     ],  # fmt: skip
@@ -133,7 +135,7 @@ def run(modules: list[str], workers: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--report", action="store_true", help="only print the table of the last run")
     parser.add_argument("--module", action="append", choices=sorted(MODULES), help="only this module (repeatable)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel mutants (default: CPUs)")

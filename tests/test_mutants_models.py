@@ -3,19 +3,22 @@ MobileNetV2's block channels, the kernel rules' messages, and what the loader sa
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
-from ecaplatform.models import CheckpointError, MobileNetV2, create_model, infer_architecture, list_models
+from ecaplatform.models import CheckpointError, MobileNetV2, create_model, eca, infer_architecture, list_models
 from ecaplatform.models.checkpoint import (
     compare_state_dicts,
     extract_state_dict,
     load_checkpoint_into,
     load_state_dict_strict,
+    read_checkpoint,
     read_state_dict,
 )
+from ecaplatform.models.eca import ECALayer
 from ecaplatform.models.mobilenetv2 import block_output_channels, resolve_mobilenet_kernels
 from ecaplatform.models.resnet import resolve_resnet_kernels
 
@@ -175,3 +178,105 @@ def test_a_strict_load_without_a_hint_adds_nothing_to_the_difference() -> None:
                                  "missing in the checkpoint.")  # fmt: skip
     load_state_dict_strict(model, {"weight": torch.ones(3, 2), "bias": torch.ones(3)}, "weights.pt")
     assert model.weight.sum().item() == 6.0 and model.bias.sum().item() == 3.0
+
+
+# --- reading a file: torch.load's errors, in one line each -------------------------------------------------------
+
+
+def _load_raising(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> list[dict[str, object]]:
+    asked: list[dict[str, object]] = []
+
+    def load(path: object, **kwargs: object) -> object:
+        asked.append(kwargs)
+        raise error
+
+    monkeypatch.setattr(torch, "load", load)
+    return asked
+
+
+def test_a_file_is_read_on_the_cpu_and_as_weights_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "f.pth"
+    path.write_bytes(b"x")
+    asked = _load_raising(monkeypatch, EOFError())
+    with pytest.raises(CheckpointError):
+        read_checkpoint(path)
+    assert asked == [{"map_location": "cpu", "weights_only": True}]  # a GPU-saved file loads on a CPU-only node
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError) as raised:
+        read_checkpoint(tmp_path / "nope.pth.tar")
+    assert str(raised.value) == f"checkpoint {str(tmp_path / 'nope.pth.tar')!r} does not exist or is not a file"
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (pickle.UnpicklingError("Weights only load failed. Advice.\nWeightsUnpickler error: Unsupported global: "
+                                "GLOBAL os.system was not an allowed global by default.\n\nMore advice."),
+         "refused to load {path}: it references the Python object os.system, which torch.load(weights_only=True) "
+         "will not unpickle because loading it could run arbitrary code. Only tensors, dicts, lists and numbers "
+         "are accepted; re-save just the state_dict from a trusted environment."),
+        (pickle.UnpicklingError("Weights only load failed.\nWeightsUnpickler error: Unsupported operand 110,\n"
+                                "on two lines\n\nCheck the documentation."),
+         "could not read {path}: it is not a file written by torch.save (Unsupported operand 110,\non two lines)"),
+        (pickle.UnpicklingError("invalid load key, 'x'.\nsecond line"),
+         "could not read {path}: it is not a file written by torch.save (invalid load key, 'x'.)"),
+        (RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory. Advice."),
+         "could not read {path} as a torch checkpoint: it is truncated or corrupted (PytorchStreamReader failed "
+         "reading zip archive: failed finding central directory); copy it again (a .pth.tar file is a torch.save "
+         "file, not a tar archive)"),
+        (EOFError(), "could not read {path} as a torch checkpoint: it is truncated or corrupted (EOFError); copy it "
+                     "again (a .pth.tar file is a torch.save file, not a tar archive)"),
+    ],
+)  # fmt: skip
+def test_what_torch_load_raises_becomes_one_line_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, message: str
+) -> None:
+    path = tmp_path / "f.pth.tar"
+    path.write_bytes(b"x")
+    _load_raising(monkeypatch, error)
+    with pytest.raises(CheckpointError) as raised:
+        read_checkpoint(path)
+    assert str(raised.value) == message.format(path=repr(str(path)))
+
+
+# --- the ECA layer ----------------------------------------------------------------------------------------------
+
+
+def test_the_layer_computes_its_kernel_with_its_own_gamma_and_b() -> None:
+    assert ECALayer(channels=64).k_size == 3  # (6 + 1) / 2 -> 3 with the paper's b = 1 ...
+    assert ECALayer(channels=64, b=2).k_size == 5  # ... (6 + 2) / 2 = 4 -> 5 with b = 2
+    assert ECALayer(channels=64, gamma=1).k_size == 7
+    with pytest.raises(ValueError) as raised:
+        ECALayer()
+    assert str(raised.value) == "ECALayer needs k_size, or channels to compute the adaptive kernel size"
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, function: type) -> list[int]:
+    calls: list[int] = []
+    real = function.apply
+
+    def apply(*args: torch.Tensor) -> torch.Tensor:
+        calls.append(len(args))
+        return real(*args)
+
+    monkeypatch.setattr(function, "apply", apply)
+    return calls
+
+
+@pytest.mark.parametrize("needs_grad", [(), ("identity",), ("x",), ("gate",), ("identity", "x", "gate")])
+def test_the_fused_gate_runs_only_where_autograd_needs_it(monkeypatch: pytest.MonkeyPatch,
+                                                          needs_grad: tuple[str, ...]) -> None:  # fmt: skip
+    # Without autograd the plain formulas run: what inference and the MAC counter (profile.py) see.
+    fused, pooled = _spy(monkeypatch, eca._GatedResidual), _spy(monkeypatch, eca._GlobalAvgPool)
+    tensors = {name: torch.randn(2, 4, 3, 3, requires_grad=name in needs_grad) for name in ("identity", "x")}
+    gate = torch.rand(2, 4, 1, 1, requires_grad="gate" in needs_grad)
+    out = eca.gated_residual(tensors["identity"], tensors["x"], gate)
+    eca.global_avg_pool(tensors["x"])
+    assert (len(fused), len(pooled)) == (1 if needs_grad else 0, 1 if "x" in needs_grad else 0)
+    torch.testing.assert_close(out, tensors["x"] * gate + tensors["identity"])
+    with torch.no_grad():
+        eca.gated_residual(tensors["identity"], tensors["x"], gate)
+        eca.global_avg_pool(tensors["x"])
+    assert (len(fused), len(pooled)) == (1 if needs_grad else 0, 1 if "x" in needs_grad else 0)

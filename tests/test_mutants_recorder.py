@@ -54,7 +54,8 @@ class Trainer:
         self.world_size, self.num_nodes = world, 1
         self.datamodule = Data() if datamodule is None else datamodule
         self.callback_metrics = dict(metrics or {})
-        self.strategy = SimpleNamespace(root_device=torch.device("cpu"), broadcast=lambda value, src: f"{value}@0")
+        self.strategy = SimpleNamespace(root_device=torch.device("cpu"),
+                                        broadcast=lambda value, src: f"{value}@{src}")  # fmt: skip
         self.loggers: list[Any] = ["csv-logger"]
         self.default_root_dir = "/runs/here"
         self.sanity_checking = self.interrupted = False
@@ -402,6 +403,14 @@ def test_an_exception_ends_the_run_and_no_later_teardown_calls_it_a_success(
     assert recorder._heartbeat is None
 
 
+def test_a_teardown_without_a_run_records_nothing() -> None:
+    trainer, module = Trainer(), Module()
+    recorder = RunRecorder("r", "fit")
+    recorder.setup(trainer, module, "fit")
+    recorder.teardown(trainer, module, "fit")  # e.g. `eca fit` stopped before on_fit_start: nothing to finish
+    assert _run() is None and trainer.loggers == ["csv-logger"]
+
+
 def test_an_exception_before_the_run_began_records_nothing() -> None:
     trainer, module = Trainer(), Module()
     recorder = RunRecorder("r", "fit")
@@ -497,6 +506,7 @@ def test_the_train_epochs_log_is_recorded_for_a_fit_only() -> None:
     recorder.on_train_epoch_end(trainer, module)
     recorder._on_logged({"val_top1": 50.0}, 3)
     assert _epochs() == {}
+    recorder.teardown(trainer, module, "validate")  # stops its heartbeat thread
 
 
 def test_the_recorder_takes_only_fit_validate_or_test_and_fixes_its_store(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -526,9 +536,9 @@ class _WandbLogger:
         return SimpleNamespace(offline=True, dir="/w/offline-run-1/files", id="abc", path="e/p/abc")
 
 
-@pytest.mark.parametrize(("exception", "exit_code"), [(None, 0), (RuntimeError("boom"), 1)])
+@pytest.mark.parametrize(("exception", "exit_code"), [(None, 0), ("interrupted", 0), (RuntimeError("boom"), 1)])
 def test_the_wandb_run_is_recorded_when_known_and_finished_with_the_runs_exit_code(
-    monkeypatch: pytest.MonkeyPatch, exception: Exception | None, exit_code: int
+    monkeypatch: pytest.MonkeyPatch, exception: Exception | str | None, exit_code: int
 ) -> None:
     import wandb
 
@@ -540,8 +550,9 @@ def test_the_wandb_run_is_recorded_when_known_and_finished_with_the_runs_exit_co
     recorder.setup(trainer, module, "fit")
     recorder.on_fit_start(trainer, module)
     assert _run().wandb_id is None  # W&B could not say yet
-    if exception is not None:
+    if isinstance(exception, Exception):
         recorder.on_exception(trainer, module, exception)
+    trainer.interrupted = exception == "interrupted"  # stopped without an exception reaching the recorder
     recorder.teardown(trainer, module, "fit")
     run = _run()
     assert (run.wandb_id, run.wandb_mode, run.wandb_path) == ("abc", "offline", "/w/offline-run-1")

@@ -90,10 +90,10 @@ class MPSAccelerator:
 @pytest.mark.parametrize(("accelerator", "pinned"),
                          [(None, False), (CUDAAccelerator(), True), (MPSAccelerator(), True)])
 def test_loader_settings_follow_the_module_and_the_accelerator(accelerator: object, pinned: bool) -> None:
-    dm = _Module(batch_size=2, num_workers=2)
+    dm = _Module(batch_size=2, num_workers=1)  # one worker is already worth keeping between passes
     dm.trainer = _trainer(0, 1, accelerator)
     loader = dm.val_dataloader()
-    assert (loader.num_workers, loader.persistent_workers, loader.pin_memory) == (2, True, pinned)
+    assert (loader.num_workers, loader.persistent_workers, loader.pin_memory) == (1, True, pinned)
     dm = _Module(batch_size=2, num_workers=0, pin_memory=not pinned)  # an explicit setting wins
     dm.trainer = _trainer(0, 1, accelerator)
     loader = dm.val_dataloader()
@@ -111,3 +111,17 @@ def test_sample_order_is_unknown_without_a_batch_sampler_or_for_a_stream() -> No
     assert sample_order(DataLoader(_Stream(), batch_size=2)) is None
     assert sample_order(SimpleNamespace(batch_sampler=[[0, 1]])) is None  # not a DataLoader
     assert sample_order(DataLoader(_Indices(), batch_size=4)) == list(range(10))
+
+
+def test_a_batch_that_cannot_be_split_is_refused_with_a_batch_that_can() -> None:
+    from ecaplatform.datamodules import per_device_batch_size
+
+    with pytest.raises(DataError) as nothing:
+        per_device_batch_size(0, 2, strict=False)
+    assert str(nothing.value) == "batch_size must be a positive global batch size, got 0"
+    for batch, world, suggested in [(256, 3, 255), (2, 3, 3)]:  # the nearest multiple below, at least one a rank
+        with pytest.raises(DataError) as uneven:
+            per_device_batch_size(batch, world, strict=True)
+        assert str(uneven.value) == (
+            f"batch_size {batch} is the GLOBAL batch and must divide evenly over the world size {world} (devices x "
+            f"nodes); use a multiple of {world}, e.g. {suggested}")

@@ -199,3 +199,95 @@ def test_open_reader_opens_the_store_it_is_given_and_names_a_missing_one(tmp_pat
         open_reader(f"sqlite:///{missing}")
     assert str(raised.value) == (f"no run store at {missing} yet: any `eca fit` records one there, or "
                                  "`eca db upgrade` creates it")  # fmt: skip
+
+
+# --- how the engines connect -------------------------------------------------------------------------------------
+
+
+def test_sqlite_connections_wait_for_a_busy_store_and_may_move_between_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3.dbapi2
+
+    real_connect, calls = sqlite3.dbapi2.connect, []
+
+    def spy(*args: Any, **kwargs: Any) -> sqlite3.dbapi2.Connection:
+        calls.append((args, kwargs))
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite3.dbapi2, "connect", spy)  # the module SQLAlchemy's dialect connects with
+    path = tmp_path / "runs.db"
+    for readonly in (False, True):
+        with make_engine(f"sqlite:///{path}", readonly=readonly).connect() as connection:
+            connection.execute(text("SELECT 1"))
+    assert [kwargs["timeout"] for _, kwargs in calls] == [store.SQLITE_BUSY_TIMEOUT_S] * 2 == [60, 60]
+    assert [kwargs["check_same_thread"] for _, kwargs in calls] == [False, False]
+    assert (calls[1][0][0], calls[1][1]["uri"]) == (f"file:{path}?mode=ro", True)  # the reader: read-only URI
+
+
+def test_the_reader_pools_no_connection(tmp_path: Path) -> None:
+    from sqlalchemy.pool import NullPool
+
+    # Each connection decides afresh whether it can share the write-ahead log or must read the file immutable.
+    writer_engine(f"sqlite:///{tmp_path / 'runs.db'}").dispose()
+    assert isinstance(make_engine(f"sqlite:///{tmp_path / 'runs.db'}", readonly=True).pool, NullPool)
+
+
+def test_a_writer_creates_the_stores_folders(tmp_path: Path) -> None:
+    path = tmp_path / "lab" / "shared" / "runs.db"
+    writer_engine(f"sqlite:///{path}").dispose()
+    assert path.is_file()
+
+
+def test_a_store_whose_folder_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    path = blocker / "sub" / "runs.db"
+    with pytest.raises(StoreError) as raised:
+        make_engine(f"sqlite:///{path}")
+    assert str(raised.value) == (f"cannot create the folder {path.parent} for the run store {path} (Not a directory); "
+                                 f"set ECA_DB_URL to a store in a folder you can write, e.g. "
+                                 f"sqlite:///{store.default_db_path()}")  # fmt: skip
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_postgresql_engines_give_up_connecting_soon_and_readers_never_write(
+    monkeypatch: pytest.MonkeyPatch, readonly: bool
+) -> None:
+    from sqlalchemy import create_engine
+
+    made: list[dict[str, Any]] = []
+
+    def recording_create_engine(url: Any, **kwargs: Any) -> Any:
+        made.append(kwargs)
+        return create_engine(url, **kwargs)  # builds the engine; nothing connects yet
+
+    monkeypatch.setattr(store, "create_engine", recording_create_engine)
+    make_engine("postgresql://eca@db.lab:5432/runs", readonly=readonly)
+    make_engine("postgresql://eca@db.lab:5432/runs?connect_timeout=30", readonly=readonly)  # the URL's own wins
+    read_only = {"execution_options": {"postgresql_readonly": True}} if readonly else {}
+    assert made == [{"pool_pre_ping": True, "connect_args": {"connect_timeout": 5}, **read_only},
+                    {"pool_pre_ping": True, **read_only}]  # fmt: skip
+
+
+def test_a_postgresql_driver_that_is_not_installed_is_named_without_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_driver(url: Any, **kwargs: Any) -> Any:
+        raise ImportError("No module named 'psycopg2'")
+
+    monkeypatch.setattr(store, "create_engine", no_driver)
+    with pytest.raises(StoreError) as raised:
+        make_engine("postgresql+psycopg2://eca:secret@db.lab/runs", readonly=True)
+    assert str(raised.value) == ("store URL 'postgresql+psycopg2://eca:***@db.lab/runs': its driver is not installed "
+                                 "(No module named 'psycopg2'); use postgresql+psycopg://, the driver ecaplatform "
+                                 "installs")  # fmt: skip
+
+
+def test_a_readers_store_problem_names_that_store_not_the_default_one(tmp_path: Path) -> None:
+    writer_engine().dispose()  # the store of ECA_DB_URL is a good one
+    path = tmp_path / "not-a-store.db"
+    path.write_bytes(b"this is no SQLite file" * 100)
+    with pytest.raises(StoreError) as raised, make_engine(f"sqlite:///{path}", readonly=True).connect() as connection:
+        connection.execute(text("SELECT count(*) FROM runs"))
+    assert str(raised.value).startswith(f"{path} is not a SQLite database (")
