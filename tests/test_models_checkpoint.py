@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ecaplatform.models import CheckpointError, MobileNetV2, create_model, infer_architecture, load_official_checkpoint
+from ecaplatform.models.checkpoint import read_checkpoint
 
 
 def _save_official(model: torch.nn.Module, path: Path, arch: str = "se_resnet50") -> Path:
@@ -198,6 +199,30 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "junk.pth.tar").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="could not read"):
         load_official_checkpoint(tmp_path / "junk.pth.tar")
+
+
+@pytest.mark.parametrize("zipfile", [True, False], ids=["zip format", "legacy pickle format"])
+def test_a_checkpoint_cut_off_anywhere_is_reported_as_truncated(tmp_path: Path, zipfile: bool) -> None:
+    # A copy that stopped early: every prefix of a real file must give the one-line error, never a bare
+    # IndexError or struct.error from inside the unpickler.
+    path = tmp_path / "whole.pth.tar"
+    torch.save({"state_dict": {"conv.weight": torch.zeros(2, 3), "bn.bias": torch.ones(4)}}, path,
+               _use_new_zipfile_serialization=zipfile)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.pth.tar"
+    for length in range(1, len(data), 1 if len(data) < 2000 else 7):
+        cut.write_bytes(data[:length])
+        with pytest.raises(CheckpointError, match="could not read"):
+            read_checkpoint(cut)
+
+
+def test_a_class_this_python_lacks_is_not_called_an_attack(tmp_path: Path) -> None:
+    # What a training script's own class looks like in a pickle: `__main__.TrainArgs`, absent here.
+    path = tmp_path / "args.pth.tar"
+    path.write_bytes(b"\x80\x02}q\x00X\x04\x00\x00\x00argsq\x01c__main__\nTrainArgs\nq\x02)\x81q\x03s.")
+    with pytest.raises(CheckpointError, match=r"could not read .*names '__main__\.TrainArgs', an object this Python "
+                                              r"does not have.*re-save just the state_dict"):
+        read_checkpoint(path)
 
 
 def test_unknown_architecture_is_reported(tmp_path: Path) -> None:

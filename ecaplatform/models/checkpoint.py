@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import pickle
 import re
+import struct
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,12 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or whose tensors do not fit the model."""
 
 
+def _is_loaded_object(dotted: str) -> bool:
+    """Whether `module.attr` names an object of a module already imported (nothing is imported to find out)."""
+    module, _, attr = dotted.rpartition(".")
+    return bool(module) and hasattr(sys.modules.get(module), attr)
+
+
 def read_checkpoint(path: str | Path) -> object:
     """torch.load with weights_only=True, on the CPU, with errors that say what to do."""
     path = Path(path)
@@ -43,6 +51,12 @@ def read_checkpoint(path: str | Path) -> object:
         # the reason sits after "WeightsUnpickler error:".
         message = str(err)
         blocked = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+        if blocked and not _is_loaded_object(blocked.group(1)):
+            # A legacy file cut off inside a GLOBAL opcode names a fragment ("torch._utils._reb"): not an attack.
+            raise CheckpointError(
+                f"could not read {str(path)!r} as a torch checkpoint: it names {blocked.group(1)!r}, an object "
+                f"this Python does not have, so it is truncated or corrupted (copy it again) or pickles a class of "
+                f"the code that trained it (re-save just the state_dict there)") from None
         if blocked:
             raise CheckpointError(
                 f"refused to load {str(path)!r}: it references the Python object {blocked.group(1)}, which "
@@ -52,7 +66,8 @@ def read_checkpoint(path: str | Path) -> object:
         reason = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", message, re.DOTALL)
         raise CheckpointError(f"could not read {str(path)!r}: it is not a file written by torch.save "
                               f"({reason.group(1).strip() if reason else message.splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError) as err:
+    # A cut-off legacy (non-zip) file fails inside the unpickler with whatever its last opcode trips on.
+    except (RuntimeError, EOFError, OSError, IndexError, struct.error, ValueError) as err:
         first = str(err).split(". ")[0].strip() or type(err).__name__  # torch appends paragraphs of advice
         raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint: it is truncated or corrupted "
                               f"({first}); copy it again (a .pth.tar file is a torch.save file, not a tar archive)"
