@@ -4,10 +4,11 @@ skipped test fails unless it needs a GPU."""
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from services import chromium_page
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INHERITED_RUN_VARIABLES = (
@@ -32,6 +33,13 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     for name in INHERITED_RUN_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture
+def browser_page() -> Iterator[object]:
+    """A page in headless Chromium, 1400x1000 (services.chromium_page)."""
+    with chromium_page() as page:
+        yield page
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -17,7 +17,6 @@ from ecaplatform.tracking.comparison import fmt_p, paired_comparison
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-browser_page = board.browser_page  # the fixture: headless Chromium, skipped where it is not installed
 
 PLAIN, SE, ECA = image_outcomes(0.7520, seed=21), image_outcomes(0.7671, seed=22), image_outcomes(0.7748, seed=23)
 

@@ -22,16 +22,6 @@ from sqlalchemy import Engine
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO_ROOT / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SERVER_START_TIMEOUT_S = 90
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -104,18 +94,6 @@ def hostile_leaderboard_server(tmp_path: Path) -> Iterator[str]:
         yield base_url
 
 
-@pytest.fixture
-def browser_page() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed (run scripts/install_system_deps.sh)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            yield page
-        finally:
-            browser.close()
 
 
 def _screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
