@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from ecaplatform.classifier import ImageClassifier
 from ecaplatform.datamodules import SyntheticDataModule
+from ecaplatform.quiet import silence_known_noise
 
 TARGET_OVERHEAD = 0.02
 NUM_CLASSES = 1000
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.batches < 1 or args.batch_size < 2:
         parser.error("need --rounds >= 1, --batches >= 1, --batch-size >= 2")
 
+    silence_known_noise()  # Lightning's tips, as eca itself drops them
     device = torch.device(args.device)
     threads_before = torch.get_num_threads()
     if args.threads is not None:
