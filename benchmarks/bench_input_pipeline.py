@@ -9,7 +9,8 @@ its ratio to the plain pipeline's:
 - plain torchvision: ImageFolder + PIL + RandomResizedCrop(224) / RandomHorizontalFlip / ToTensor / Normalize in a
   DataLoader, written here (not the platform's loader): what a reference ImageNet script does.
 - platform torchvision: ImageNetDataModule(backend="torchvision"), for information (uint8 out, torchvision v2).
-- DALI: ImageNetDataModule(backend="dali"), cpu (libjpeg-turbo) or gpu (nvJPEG, "mixed").
+- DALI: ImageNetDataModule(backend="dali"), cpu (libjpeg-turbo; training crops resized by torch inside the DALI
+  pipeline, see dali.py's CropResizer) or gpu (nvJPEG, "mixed").
 
 CPU mode pins the whole process to ONE core (workers and DALI threads inherit it) with 1 DataLoader worker and 1
 DALI thread, so the figure is work per core. GPU mode pins nothing and gives every pipeline --threads threads.
@@ -226,10 +227,11 @@ def measure(pipes: list[Pipeline], rounds: int, gpu: bool) -> None:
 def breakdown(root: Path, batch_size: int, max_images: int = 512, reps: int = 3) -> list[tuple[str, float]]:
     """ms per image of each stage, on this (pinned) core, median of `reps` passes over the same files.
 
-    DALI stages are cumulative graphs fed from memory (1 thread): decode the random crop; + resize; then dali.py's
-    own graph (_build_pipeline, + flip and HWC->CHW); two alternatives to it (resize without antialiasing; HWC out,
-    flip only, which a channels_last consumer can take as a permuted view). Then what dali.py does around the graph
-    (reading each file with np.fromfile in Python, copying each batch out) and the PIL path's stages.
+    DALI stages are graphs fed from memory (1 thread): decode the random crop; dali.py's own graph (_build_pipeline:
+    + torch's antialiased resize, flip and CHW in fn.python_function); the all-DALI graph it replaced on the CPU
+    (+ fn.resize, linear, antialiased; + flip and HWC->CHW in crop_mirror_normalize, as on the GPU) and that graph's
+    resize without antialiasing. Then what dali.py does around the graph (reading each file with np.fromfile in
+    Python, copying each batch out) and the PIL path's stages.
     """
     import nvidia.dali as dali
     import torch
@@ -237,7 +239,7 @@ def breakdown(root: Path, batch_size: int, max_images: int = 512, reps: int = 3)
     from PIL import Image
     from torchvision import transforms
 
-    from ecaplatform.datamodules.dali import Augmentation, _build_pipeline
+    from ecaplatform.datamodules.dali import Augmentation, CropResizer, _build_pipeline
     from ecaplatform.datamodules.transforms import train_transform
 
     files = sorted((root / "train").glob("*/*.JPEG"))[:max_images]
@@ -268,9 +270,10 @@ def breakdown(root: Path, batch_size: int, max_images: int = 512, reps: int = 3)
                 return images
             images = fn.resize(images, resize_x=224, resize_y=224, interp_type=types.INTERP_LINEAR,
                                antialias=stage != "no-antialias")  # fmt: skip
-            if stage == "hwc":
-                images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
-            return images
+            if stage == "resize":
+                return images
+            return fn.crop_mirror_normalize(images, dtype=types.UINT8, output_layout="CHW",
+                                            mirror=fn.random.coin_flip(probability=0.5))  # fmt: skip
 
         return pipeline()
 
@@ -295,7 +298,8 @@ def breakdown(root: Path, batch_size: int, max_images: int = 512, reps: int = 3)
         return statistics.median(times) / len(files) * 1e3
 
     def own_graph() -> Any:
-        return _build_pipeline(Source(), aug, device="cpu", batch_size=batch_size, threads=1, device_id=None, seed=1)
+        return _build_pipeline(Source(), aug, device="cpu", batch_size=batch_size, threads=1, device_id=None, seed=1,
+                               resizer=CropResizer(224))  # what DaliLoader builds for CPU training  # fmt: skip
 
     pipe = own_graph()
     pipe.build()
@@ -315,10 +319,10 @@ def breakdown(root: Path, batch_size: int, max_images: int = 512, reps: int = 3)
     platform = train_transform(224)
     return [
         ("DALI: decode the random crop (libjpeg-turbo, ROI)", dali_ms(lambda: graph("decode"))),
-        ("DALI: + resize 224x224, linear, antialias", dali_ms(lambda: graph("resize"))),
-        ("DALI: dali.py's graph (+ flip, HWC->CHW in crop_mirror_normalize)", dali_ms(own_graph)),
-        ("DALI alternative: resize without antialias", dali_ms(lambda: graph("no-antialias"))),
-        ("DALI alternative: HWC out, flip only", dali_ms(lambda: graph("hwc"))),
+        ("dali.py's graph: + torch antialiased resize 224x224, flip, CHW", dali_ms(own_graph)),
+        ("all-DALI instead: + fn.resize 224x224, linear, antialias", dali_ms(lambda: graph("resize"))),
+        ("all-DALI instead: + flip, HWC->CHW in crop_mirror_normalize", dali_ms(lambda: graph("cmn"))),
+        ("all-DALI instead, resize without antialias (not the reference)", dali_ms(lambda: graph("no-antialias"))),
         ("dali.py: np.fromfile per file (Python thread)", ms(lambda: [np.fromfile(f, np.uint8) for f in files])),
         ("dali.py: _to_torch's copy of each batch", ms(lambda: [torch.from_numpy(np.array(out)) for _ in batches])),
         ("PIL: open + decode the whole image", ms(decode_all)),

@@ -20,9 +20,11 @@ import torch
 from PIL import Image
 from scipy import stats
 from torch.utils.data import DistributedSampler
+from torchvision.transforms.v2 import functional as TF
 
 from ecaplatform.classifier import ImageClassifier
 from ecaplatform.datamodules import ExactDistributedSampler, ImageNetDataModule
+from ecaplatform.datamodules import dali as dali_module
 from ecaplatform.datamodules.transforms import EVAL_RESIZE_RATIO
 
 pytest.importorskip("nvidia.dali", reason="the dali backend needs NVIDIA DALI: pip install -e '.[dali]'")
@@ -206,6 +208,78 @@ def test_a_dali_epoch_is_reproducible_and_other_epochs_and_seeds_crop_otherwise(
         # depends on the epoch and the seed, not just which file comes when.
         assert moved(by_file(other), by_file(served)) >= 20
         assert moved([w for _, w in other], [w for _, w in served]) >= 20
+
+
+# --- CPU training: torch resizes DALI's crops -----------------------------------------------------------------------
+
+
+def test_cpu_training_shows_the_all_dali_graphs_crops_and_flips_for_the_same_seed(tmp_path: Path) -> None:
+    """On the CPU torch resizes and flips the crops DALI decodes (dali.CropResizer); the all-DALI graph (fn.resize +
+    crop_mirror_normalize: what the GPU runs, and the CPU ran before) with the same seed shows the same windows,
+    flipped at the same positions, with the same labels; the pixels differ by the two filters' rounding only."""
+    root = make_tagged_folder(tmp_path / "tagged")
+    dm = tagged_module(root, "dali")
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    batches = epoch_batches(loader, epoch=2)
+    pipe = dali_module._build_pipeline(
+        dali_module._BatchSource(loader.index, loader._batches()), loader.aug, device="cpu",
+        batch_size=loader.batch_size, threads=1, device_id=None,
+        seed=dali_module.epoch_seed(loader.seed, 2, loader.rank),
+    )  # fmt: skip
+    pipe.build()
+    flips = []
+    for images, labels in batches:
+        dali_images, dali_labels = (np.array(out.as_tensor()) for out in pipe.run())
+        assert torch.equal(labels, torch.from_numpy(dali_labels.reshape(-1)))
+        ours, theirs = crop_windows(images), crop_windows(torch.from_numpy(dali_images))
+        assert (ours["flipped"] == theirs["flipped"]).all()
+        for key in ("left", "top", "width", "height"):
+            assert np.abs(ours[key] - theirs[key]).max() < 0.5, key  # source pixels: the read-back's error
+        diff = (images.int() - torch.from_numpy(dali_images).int()).abs()
+        assert diff.max() <= 2 and diff.double().mean() < 0.25, (diff.max(), diff.double().mean())
+        flips += ours["flipped"].tolist()
+    del pipe
+    assert 0 < sum(flips) < len(flips)
+
+
+def test_cpu_training_images_are_the_references_resize_of_dalis_crops_flipped_exactly_when_the_coin_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each image the model gets is torchvision's antialiased resize (the reference RandomResizedCrop's) of the crop
+    DALI decoded, flipped if and only if DALI's coin came up, bit for bit; a pool of resize threads changes nothing."""
+    recorded: list[tuple[list[torch.Tensor], list[bool]]] = []
+    CropResizer = dali_module.CropResizer
+
+    class Recording(CropResizer):
+        def __call__(self, crops: list[np.ndarray], mirrors: list[np.ndarray] | None = None) -> list[np.ndarray]:
+            assert mirrors is not None
+            recorded.append(([torch.from_numpy(c.copy()) for c in crops], [bool(m) for m in mirrors]))
+            return super().__call__(crops, mirrors)
+
+    root = make_tagged_folder(tmp_path / "tagged")
+    monkeypatch.setattr(dali_module, "CropResizer", Recording)
+    dm = tagged_module(root, "dali")
+    dm.setup("fit")
+    batches = epoch_batches(dm.train_dataloader(), epoch=4)
+    assert len(recorded) == len(batches) == 3
+
+    flips: list[bool] = []
+    for (images, _), (crops, mirrors) in zip(batches, recorded, strict=True):
+        for image, crop, mirror in zip(images, crops, mirrors, strict=True):
+            expected = TF.resize(crop.permute(2, 0, 1), [24, 24], antialias=True)  # tagged_module's image_size
+            assert torch.equal(image, expected.flip(-1) if mirror else expected)
+        assert crop_windows(images)["flipped"].tolist() == mirrors  # the coordinate read-back agrees
+        flips += mirrors
+    assert 0 < sum(flips) < len(flips)
+    unflipped = CropResizer(24)([c.numpy() for c in recorded[0][0]])  # no coins: none flipped
+    assert all(torch.equal(torch.from_numpy(a), TF.resize(c.permute(2, 0, 1), [24, 24], antialias=True))
+               for a, c in zip(unflipped, recorded[0][0], strict=True))  # fmt: skip
+
+    dm = tagged_module(root, "dali", num_workers=3)  # 3 DALI threads and 3 resize threads
+    dm.setup("fit")
+    pooled = epoch_batches(dm.train_dataloader(), epoch=4)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(pooled, batches, strict=True))
 
 
 def test_dali_ranks_read_disjoint_shards_that_cover_the_split_in_torchvisions_order(tmp_path: Path) -> None:
