@@ -263,3 +263,28 @@ def test_two_rank_fit_writes_the_store_from_rank_zero_only_and_counts_each_val_i
     assert not duplicated and len(metric_writes) == metric_rows, f"epoch metrics written more than once: {duplicated}"
     assert [w for w in writes if w[0] == "results"] == [("results", "insert", None, "val")]
     assert [w[1:] for w in writes if w[0] == "runs"] == [("insert", None, "running"), ("update", None, "succeeded")]
+
+
+@pytest.mark.slow
+def test_two_rank_fit_trains_on_dali_cpu_batches(tmp_path: Path) -> None:
+    """The DALI CPU training graph (DALI decodes the crop window, torch resizes inside the pipeline through
+    fn.python_function) in two DDP processes: both ranks train on their own shard and the run is recorded."""
+    pytest.importorskip("nvidia.dali", reason="the dali backend needs NVIDIA DALI: pip install -e '.[dali]'")
+    from sqlalchemy import select
+
+    from ecaplatform.tracking.schema import Run
+    from ecaplatform.tracking.store import session_scope, writer_engine
+
+    root = make_imagenet_folder(tmp_path / "imagenet", classes=len(VAL_PER_CLASS), train_per_class=2,
+                                val_per_class=VAL_PER_CLASS, size=16)  # fmt: skip
+    job = tmp_path / "ddp_dali.yaml"
+    job.write_text(FAST_DDP_JOB.format(root=root))
+    proc = eca_subprocess(["fit", "--config", str(job), "--data.init_args.backend", "dali",
+                           "--data.init_args.dali_device", "cpu", "--trainer.max_epochs", "1",
+                           "--trainer.limit_train_batches", "2"], tmp_path)  # fmt: skip
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "MEMBER: 2/2" in out, out[-3000:]
+    with session_scope(writer_engine()) as session:
+        [run] = session.scalars(select(Run))
+        assert (run.status, run.world_size) == ("succeeded", 2)
+        assert run.config["data"]["init_args"]["backend"] == "dali"
