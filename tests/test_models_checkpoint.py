@@ -220,9 +220,10 @@ def test_a_class_this_python_lacks_is_not_called_an_attack(tmp_path: Path) -> No
     # What a training script's own class looks like in a pickle: `__main__.TrainArgs`, absent here.
     path = tmp_path / "args.pth.tar"
     path.write_bytes(b"\x80\x02}q\x00X\x04\x00\x00\x00argsq\x01c__main__\nTrainArgs\nq\x02)\x81q\x03s.")
-    with pytest.raises(CheckpointError, match=r"could not read .*names '__main__\.TrainArgs', an object this Python "
-                                              r"does not have.*re-save just the state_dict"):
+    with pytest.raises(CheckpointError, match=r"names '__main__\.TrainArgs', an object this Python "
+                                              r"does not have.*re-save just the state_dict") as raised:
         read_checkpoint(path)
+    assert str(raised.value).startswith(f"could not read {str(path)!r} as a torch checkpoint: ")
 
 
 def test_unknown_architecture_is_reported(tmp_path: Path) -> None:
