@@ -8,7 +8,6 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from services import chromium_page
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INHERITED_RUN_VARIABLES = (
@@ -38,6 +37,8 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 @pytest.fixture
 def browser_page() -> Iterator[object]:
     """A page in headless Chromium, 1400x1000 (services.chromium_page)."""
+    from services import chromium_page  # here, not at the top: test_ci_skips runs this file alone, without services
+
     with chromium_page() as page:
         yield page
 
