@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ecaplatform.classifier import ImageClassifier
 from ecaplatform.datamodules import SyntheticDataModule
-from ecaplatform.quiet import silence_known_noise
+from ecaplatform.training.classifier import ImageClassifier
+from ecaplatform.training.quiet import silence_known_noise
 
 TARGET_OVERHEAD = 0.02
 NUM_CLASSES = 1000

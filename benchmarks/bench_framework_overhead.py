@@ -9,7 +9,7 @@ The two sides:
 - the hand loop: `create_model`, SGD with the job's settings and the same learning-rate schedule (`schedule_for`),
   iterating the very DataLoader that the job's SyntheticDataModule returns, the classifier's uint8 -> float
   normalisation on the device, cross-entropy, zero_grad, backward, step (Lightning's order);
-- `eca fit`, in this process, through `ecaplatform.cli.main` (the `eca` command's own entry point) on a temporary
+- `eca fit`, in this process, through `ecaplatform.cli.main.main` (the `eca` command's own entry point) on a temporary
   job YAML, with everything a user's run has: the ImageClassifier (its per-step torchmetrics updates and
   `self.log`), ThroughputMonitor, the progress bar, the CSV logger, W&B (offline), the run recorder writing to a
   temporary SQLite store (ECA_DB_URL), checkpointing. One extra callback stamps time.perf_counter() at every
@@ -95,9 +95,9 @@ class HandLoop:
     """A hand-written training loop on the job's model, optimizer, schedule and data, one step per call."""
 
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
-        from ecaplatform.classifier import schedule_for
         from ecaplatform.datamodules import IMAGENET_MEAN, IMAGENET_STD, SyntheticDataModule
         from ecaplatform.models import create_model
+        from ecaplatform.training.classifier import schedule_for
 
         L.seed_everything(0, verbose=False)
         datamodule = SyntheticDataModule(**data_args(args, device))
@@ -214,7 +214,7 @@ def window(stamps: list[float], args: argparse.Namespace) -> list[float]:
 
 
 def run_eca_fit(job_path: Path, args: argparse.Namespace, partner: HandLoop | None = None) -> list[float]:
-    from ecaplatform.cli import main as eca_main
+    from ecaplatform.cli.main import main as eca_main
 
     StepTimer.sync_at = (args.warmup, args.warmup + args.steps)
     StepTimer.partner = partner

@@ -29,9 +29,9 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from sqlalchemy import insert  # noqa: E402
 
-from ecaplatform.tracking.claims import read_claims, sync_claims  # noqa: E402
-from ecaplatform.tracking.schema import Base, EpochMetric, Result, Run  # noqa: E402
-from ecaplatform.tracking.store import make_engine, session_scope  # noqa: E402
+from ecaplatform.store.claims import read_claims, sync_claims  # noqa: E402
+from ecaplatform.store.database import make_engine, session_scope  # noqa: E402
+from ecaplatform.store.schema import Base, EpochMetric, Result, Run  # noqa: E402
 
 APP = REPO_ROOT / "leaderboard" / "app.py"
 EPOCHS = 5

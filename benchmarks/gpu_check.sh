@@ -2,7 +2,7 @@
 # The GPU acceptance check (`make gpu-check`): one script for one H100, done in under 8 minutes, that ends with ONE
 # markdown table (check, value, target, result). Steps, each independent (a failing or timed-out step marks its own
 # rows failed and the script goes on), each under `timeout`:
-#   1. pytest -m gpu tests/test_gpu.py
+#   1. pytest -m gpu tests/training/test_gpu.py
 #   2. train / inference img/s of resnet50, se_resnet50, eca_resnet50: bf16 autocast + channels_last, batch 256,
 #      cudnn.benchmark (benchmarks/bench_throughput.py), with the peak GPU memory of each model
 #   3. the DALI GPU input pipeline (nvJPEG) on generated ImageNet-sized JPEGs (benchmarks/bench_input_pipeline.py)
@@ -113,21 +113,21 @@ EOF
 echo "gpu-check on $ENV_LINE; python $PYTHON; outputs in $OUTDIR" | tee -a "$LOG" >&2
 
 # ------------------------------------------------------------------------------------------------------- pytest
-run_step pytest 150 "$PYTHON" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider
+run_step pytest 150 "$PYTHON" -m pytest -m gpu tests/training/test_gpu.py -q -p no:cacheprovider
 summary="$(grep -E '[0-9]+ (passed|failed|skipped|errors?|deselected)' "$STEP_OUT" | tail -1 | sed -E 's/^=+ //; s/ =+$//')"
 count() { echo "$summary" | grep -Eo "[0-9]+ $1" | grep -Eo '^[0-9]+' || echo 0; }
 passed="$(count passed)"
 failed=$(($(count failed) + $(count 'errors?')))
 skipped="$(count skipped)"
 if [[ -z "$summary" || (-n "$STEP_WHY" && "$STEP_RC" != 1) ]]; then  # no test ran: crashed, timed out, no pytest
-    row "pytest -m gpu tests/test_gpu.py" "${summary:-no summary} ($STEP_WHY)" "all pass, none skipped" fail
+    row "pytest -m gpu tests/training/test_gpu.py" "${summary:-no summary} ($STEP_WHY)" "all pass, none skipped" fail
 elif [[ "$SMOKE" == 1 ]]; then
-    row "pytest -m gpu tests/test_gpu.py" "$passed passed, $failed failed, $skipped skipped" \
+    row "pytest -m gpu tests/training/test_gpu.py" "$passed passed, $failed failed, $skipped skipped" \
         "all pass, none skipped" "$([[ $failed == 0 ]] && echo 'pass (smoke: skips expected)' || echo fail)"
 else
     ok=fail
     [[ "$STEP_RC" == 0 && "$failed" == 0 && "$skipped" == 0 && "$passed" -gt 0 ]] && ok=pass
-    row "pytest -m gpu tests/test_gpu.py" "$passed passed, $failed failed, $skipped skipped" "all pass, none skipped" $ok
+    row "pytest -m gpu tests/training/test_gpu.py" "$passed passed, $failed failed, $skipped skipped" "all pass, none skipped" $ok
 fi
 
 # ----------------------------------------------------------------------------------------- throughput, eager

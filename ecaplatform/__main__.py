@@ -1,5 +1,5 @@
 import sys
 
-from ecaplatform.cli import main
+from ecaplatform.cli.main import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ecaplatform.tracking.store import StoreError
+from ecaplatform.store.database import StoreError
 from leaderboard import queries, render
 
 st.set_page_config(page_title="ECA-Net leaderboard", page_icon=":trophy:", layout="wide")

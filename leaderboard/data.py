@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from ecaplatform.tracking.store import StoreError, db_url, no_store_message, store_exists
+from ecaplatform.store.database import StoreError, db_url, no_store_message, store_exists
 from leaderboard import queries
 
 CACHE_TTL_S = 5

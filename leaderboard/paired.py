@@ -2,7 +2,7 @@
 image, on a data set both were evaluated on with per-image outcomes.
 
 Like `leaderboard.queries`, nothing here imports Streamlit (the page adds the caching) and the statistics come from
-`ecaplatform.tracking.comparison`, the same code as `eca compare`: the page and the command show the same numbers.
+`ecaplatform.store.comparison`, the same code as `eca compare`: the page and the command show the same numbers.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from ecaplatform.tracking.comparison import ComparisonError, ResultComparison, compare_results
-from ecaplatform.tracking.schema import Result, ResultOutcome, Run
+from ecaplatform.store.comparison import ComparisonError, ResultComparison, compare_results
+from ecaplatform.store.schema import Result, ResultOutcome, Run
 from leaderboard.queries import has_tables
 
 CLASSES_SHOWN = 10  # per-class plot: the classes where the two differ most

@@ -3,7 +3,7 @@
 Nothing here imports Streamlit, so the queries are testable and benchmarkable on their own; `leaderboard.data`
 adds the caching. Every function takes an engine opened with `make_engine(url, readonly=True)` (or None when
 the SQLite file does not exist yet) and never writes. Claim statuses come from
-`ecaplatform.tracking.verification`: the rule lives there, not here.
+`ecaplatform.store.verification`: the rule lives there, not here.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.orm import Session
 
 from ecaplatform.paper import paper_result
-from ecaplatform.pipelines import pipeline_label
-from ecaplatform.tracking.claims import claims_file, read_claims
-from ecaplatform.tracking.schema import Claim, EpochMetric, Result, Run
-from ecaplatform.tracking.store import (  # display_url: password hidden, never raises
+from ecaplatform.store.claims import claims_file, read_claims
+from ecaplatform.store.database import (  # display_url: password hidden, never raises
     StoreError,
     display_url,
     reader_engine,
     schema_behind,
 )
-from ecaplatform.tracking.verification import (
+from ecaplatform.store.pipelines import pipeline_label
+from ecaplatform.store.schema import Claim, EpochMetric, Result, Run
+from ecaplatform.store.verification import (
     LOST,
     ClaimStatus,
     display_order,

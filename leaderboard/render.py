@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from ecaplatform.tracking.verification import LOST, NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
+from ecaplatform.store.verification import LOST, NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
 from leaderboard.queries import ClaimRow
 
 RUN_PAGE = "run"  # the Run page's url_path (see app.py)

@@ -1,7 +1,7 @@
 """The Claims page's seed spreads: read-only queries and the claims table with a Seed spread column.
 
 Nothing here imports Streamlit (the page caches); the spread itself, and which runs share a recipe, are decided in
-`ecaplatform.tracking.spread`, the one place that says so, exactly as `eca claims` shows it.
+`ecaplatform.store.spread`, the one place that says so, exactly as `eca claims` shows it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from html import escape
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from ecaplatform.tracking.schema import Claim
-from ecaplatform.tracking.spread import SPREAD_RULE, SeedSpread, claim_evidence, spread_label
+from ecaplatform.store.schema import Claim
+from ecaplatform.store.spread import SPREAD_RULE, SeedSpread, claim_evidence, spread_label
 from leaderboard import render
 from leaderboard.queries import STORE_OK, ClaimRow, ClaimsBoard, yaml_claims
 

@@ -6,8 +6,8 @@ a Lightning fit that happens to come first; a survivor still runs every test.
 
 mutmut's fork server handles SIGTERM by exiting with status 0, and the processes it forks to test each mutant
 inherit that handler. Lightning chains to a handler it finds, so a test that sends itself SIGTERM (a SLURM
-preemption, tests/test_recorder.py) would end the whole test process with status 0: the tests still to run would
-be skipped and the mutant counted as survived. The default action restores what a plain pytest process has.
+preemption, tests/training/test_recorder.py) would end the whole test process with status 0: the tests still to
+run would be skipped and the mutant counted as survived. The default action restores what a plain pytest process has.
 """
 
 from __future__ import annotations

@@ -35,9 +35,9 @@ TARGET = 0.90
 # are run and counted: the rest of resnet.py, mobilenetv2.py, base.py and store.py is model building, data loading
 # or writing, which other tests cover.
 _BASE = "ecaplatform.datamodules.base."
-_STORE = "ecaplatform.tracking.store."
+_STORE = "ecaplatform.store.database."
 MODULES: dict[str, list[str]] = {
-    "verification": ["ecaplatform.tracking.verification.*"],
+    "verification": ["ecaplatform.store.verification.*"],
     "exact sampler": [
         f"{_BASE}xǁExactDistributedSamplerǁ*", f"{_BASE}x_sample_order*", f"{_BASE}x_per_device_batch_size*",
         *(f"{_BASE}xǁClassificationDataModuleǁ{name}*" for name in (
@@ -46,9 +46,9 @@ MODULES: dict[str, list[str]] = {
     # What decides the run's record and its result; not W&B's link, the heartbeat thread (a run's liveness) or
     # the logger plumbing.
     "recorder": [
-        *(f"ecaplatform.tracking.recorder.x_{name}*" for name in ("_scalar", "_finite", "_find",
+        *(f"ecaplatform.training.recorder.x_{name}*" for name in ("_scalar", "_finite", "_find",
                                                                  "whole_split_outcomes")),
-        *(f"ecaplatform.tracking.recorder.xǁRunRecorderǁ{name}*" for name in (
+        *(f"ecaplatform.training.recorder.xǁRunRecorderǁ{name}*" for name in (
             "__init__", "_model_name", "_fingerprint", "_pipeline", "_scalars", "_evaluated_checkpoint",
             "_checkpoint_fields", "_begin", "setup", "_on_logged", "on_slurm_requeued", "on_fit_start",
             "on_validation_start", "on_test_start", "on_validation_epoch_end", "on_train_epoch_end",

@@ -17,10 +17,10 @@ from sqlalchemy import Engine
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
-from ecaplatform.leaderboard_launcher import app_path
-from ecaplatform.tracking.claims import sync_claims
-from ecaplatform.tracking.schema import Base, EpochMetric, Result, Run
-from ecaplatform.tracking.store import make_engine, session_scope
+from ecaplatform.cli.leaderboard import app_path
+from ecaplatform.store.claims import sync_claims
+from ecaplatform.store.database import make_engine, session_scope
+from ecaplatform.store.schema import Base, EpochMetric, Result, Run
 
 APP = str(app_path())  # the installed `leaderboard` package's, as `eca leaderboard` runs it
 IMAGENET_VAL_SIZE = 50_000
@@ -247,7 +247,7 @@ def add_hostile_runs(engine: Engine) -> None:
     hostile model with an error, W&B path, config and versions. Two claims get hostile labels and groups."""
     from sqlalchemy import update
 
-    from ecaplatform.tracking.schema import Claim
+    from ecaplatform.store.schema import Claim
 
     evidence, subset, failed = HOSTILE_RUN_IDS
     add_runs(
@@ -303,8 +303,8 @@ def unsafe_markup(at: AppTest) -> list[str]:
 
 import numpy as np  # noqa: E402  (appended section: these helpers only)
 
-from ecaplatform.tracking.outcomes import Outcomes, encode  # noqa: E402
-from ecaplatform.tracking.schema import ResultOutcome  # noqa: E402
+from ecaplatform.store.outcomes import Outcomes, encode  # noqa: E402
+from ecaplatform.store.schema import ResultOutcome  # noqa: E402
 
 
 def image_outcomes(top1: float, seed: int, n: int = IMAGENET_VAL_SIZE, classes: int = 1000,

@@ -1,8 +1,5 @@
-"""Real services for tests, started by the tests themselves: a throwaway PostgreSQL 15 server.
-
-tests/ has no __init__.py, so pytest puts it on sys.path and a test file can use a fixture with
-`from services import postgres_url  # noqa: F401`.
-"""
+"""Real services for tests, started by the tests themselves: a throwaway PostgreSQL server, a single-node SLURM and
+headless Chromium. A pytest plugin (tests/conftest.py loads it), so every test can ask for its fixtures by name."""
 
 from __future__ import annotations
 
@@ -287,3 +284,10 @@ def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
             yield browser.new_page(viewport={"width": width, "height": height})
         finally:
             browser.close()
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    """A page in headless Chromium, 1400x1000."""
+    with chromium_page() as page:
+        yield page

@@ -1,8 +1,8 @@
-"""The CI rule of tests/conftest.py: under CI (CI=true or CI=1) a skipped test fails, naming itself and its reason,
+"""The CI rule (tests/ci_skip_rule.py): under CI (CI=true or CI=1) a skipped test fails, naming itself and its reason,
 unless it needs a GPU (marked `gpu`, or in test_gpu.py); xfail stays xfail. Without CI a skip stays a skip.
 
-Each case runs a tiny generated suite in a pytest subprocess with a copy of the real conftest, so the hooks under
-test are the ones this suite runs with.
+Each case runs a tiny generated suite in a pytest subprocess with a copy of the real rule as its conftest, so the
+hooks under test are the ones this suite runs with.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-CONFTEST = Path(__file__).resolve().parent / "conftest.py"
+RULE = Path(__file__).resolve().parent / "ci_skip_rule.py"
 
 SAMPLE = '''
 import pytest
@@ -68,10 +68,10 @@ def test_never_collected():
 
 
 def run_suite(tmp_path: Path, ci: str | None, files: dict[str, str]) -> tuple[int, dict[str, str], str]:
-    """Run the files with the real conftest; exit code, {test name: outcome} from the JUnit XML, and the output."""
+    """Run the files with the real rule; exit code, {test name: outcome} from the JUnit XML, and the output."""
     suite = tmp_path / f"suite-{ci}"
     suite.mkdir()
-    shutil.copy(CONFTEST, suite / "conftest.py")
+    shutil.copy(RULE, suite / "conftest.py")
     (suite / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a CUDA GPU\n")
     for name, text in files.items():
         (suite / name).write_text(text)

@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 from ecaplatform.datamodules import ExactDistributedSampler
 from ecaplatform.datamodules.base import ClassificationDataModule, per_device_batch_size, sample_order
 from ecaplatform.models.eca import adaptive_kernel_size
-from ecaplatform.tracking.schema import RUN_STATUSES, Claim, Result
-from ecaplatform.tracking.verification import (
+from ecaplatform.store.schema import RUN_STATUSES, Claim, Result
+from ecaplatform.store.verification import (
     LOST,
     NOT_REPRODUCED,
     RUNNING,

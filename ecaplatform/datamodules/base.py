@@ -139,7 +139,8 @@ class ClassificationDataModule(L.LightningDataModule):
         return self._fingerprint(self.source_split(split))
 
     def pipeline(self, split: str) -> str:
-        """The input pipeline that makes `split`'s batches (ecaplatform.pipelines names), recorded with results."""
+        """The input pipeline that makes `split`'s batches (a name in ecaplatform.store.pipelines), recorded with
+        results."""
         return "torchvision"
 
     def _world(self) -> tuple[int, int, bool]:

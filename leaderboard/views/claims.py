@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from ecaplatform.paper import PAPER
-from ecaplatform.tracking.spread import SeedSpread
-from ecaplatform.tracking.verification import NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
+from ecaplatform.store.spread import SeedSpread
+from ecaplatform.store.verification import NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
 from leaderboard import data, queries, render, spread_view
 
 HOW_TO_PRODUCE_A_RUN = """

@@ -11,7 +11,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ecaplatform.tracking.comparison import DEFAULT_RESAMPLES, describe_fingerprint, fmt_p
+from ecaplatform.store.comparison import DEFAULT_RESAMPLES, describe_fingerprint, fmt_p
 from leaderboard import data, paired, render
 
 BACKBONE_ORDER = ["ResNet-18", "ResNet-34", "ResNet-50", "ResNet-101", "ResNet-152", "MobileNetV2"]

@@ -6,7 +6,7 @@ import altair as alt
 import streamlit as st
 import yaml
 
-from ecaplatform.tracking.verification import LOST
+from ecaplatform.store.verification import LOST
 from leaderboard import data, queries, render
 
 url = data.store_url()

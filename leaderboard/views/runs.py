@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ecaplatform.tracking.verification import SHOWN_RUN_STATUSES
+from ecaplatform.store.verification import SHOWN_RUN_STATUSES
 from leaderboard import data, render
 from leaderboard.queries import filter_runs
 

@@ -1,0 +1,265 @@
+"""`eca claims`, `eca runs` and `eca db`: the store from the command line (no torch import).
+
+`eca claims`, `eca runs` and `eca db url|current` only read: they open the store read-only and never create it.
+`eca db upgrade` is the one writer here. A store problem (bad URL, server down, not a database, no access) is
+one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, ScalarSelect, select
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
+
+from ecaplatform.cli.text_table import text_table
+from ecaplatform.store.claims import ClaimsFileError, ensure_claims, read_claims
+from ecaplatform.store.database import (
+    StoreError,
+    current_revision,
+    display_url,
+    has_table,
+    head_revision,
+    make_engine,
+    no_store_message,
+    open_reader,
+    parse_url,
+    reader_engine,
+    schema_behind,
+    session_scope,
+    store_exists,
+    upgrade,
+)
+from ecaplatform.store.schema import Claim, EpochMetric, Result, Run
+from ecaplatform.store.spread import ClaimEvidence, claim_evidence, spread_label
+from ecaplatform.store.verification import (
+    SHOWN_RUN_STATUSES,
+    ClaimStatus,
+    display_order,
+    evaluate_claims,
+    run_status,
+    run_status_expression,
+    status_of,
+)
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+@dataclass(frozen=True)
+class ClaimsReport:
+    """Every claim's status with its evidence (result fingerprint, pipeline, seed spread), read without writing."""
+
+    statuses: list[ClaimStatus]
+    evidence: dict[str, ClaimEvidence]  # by claim id; only claims with an evidence run
+    url: URL
+    has_store: bool  # False: no store yet, every claim Unverified
+
+
+def read_claims_report(*, public: bool = False, model: str | None = None) -> ClaimsReport:
+    """The claims file judged against the store, read-only (a missing store is not created): what `eca claims`
+    and `eca export` show. Raises StoreError or ClaimsFileError with a one-line message."""
+    url = parse_url()
+    claims = display_order(Claim(**fields) for fields in read_claims())  # the claims file says which there are
+    claims = [c for c in claims if (not public or c.public) and (not model or c.model == model)]
+    engine = reader_engine(url)  # None: no store yet, and looking does not create one
+    evidence: dict[str, ClaimEvidence] = {}
+    if engine is None or not has_table(engine, Result.__tablename__):
+        statuses = [status_of(claim, []) for claim in claims]
+    else:
+        try:
+            if behind := schema_behind(engine):
+                raise StoreError(behind)
+            with session_scope(engine) as session:
+                statuses = evaluate_claims(session, claims)
+                evidence = claim_evidence(session, [(s.claim, s.evidence_run_id) for s in statuses])
+        finally:
+            engine.dispose()
+    return ClaimsReport(statuses=statuses, evidence=evidence, url=url, has_store=engine is not None)
+
+
+def claim_record(status: ClaimStatus, evidence: ClaimEvidence | None) -> dict[str, Any]:
+    """One claim as plain JSON data: `eca claims --json` and `eca export`'s board.json (its schema: export.py)."""
+    claim = status.claim
+    return {
+        "id": claim.id, "label": claim.label, "dataset": claim.dataset, "split": claim.split, "model": claim.model,
+        "metric": claim.metric, "claimed": claim.claimed, "tolerance": claim.tolerance, "public": bool(claim.public),
+        "status": status.status, "verified_value": status.verified_value, "delta": status.delta,
+        "evidence_run_id": status.evidence_run_id, "samples_evaluated": status.samples_evaluated,
+        "evidence_fingerprint": evidence.fingerprint if evidence else None,
+        "evidence_pipeline": evidence.pipeline if evidence else None,
+        "seed_spread": evidence.spread.as_dict() if evidence and evidence.spread else None,
+        "best_other_value": status.best_other_value, "best_other_run_id": status.best_other_run_id,
+        "best_other_reason": status.best_other_reason,
+    }  # fmt: skip
+
+
+def claims_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="eca claims", description="The paper's claims, their status and evidence.")
+    parser.add_argument("--public", action="store_true", help="only the claims the public leaderboard page lists")
+    parser.add_argument("--model", help="only claims about this registry model, e.g. eca_resnet50")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+
+    try:
+        report = read_claims_report(public=args.public, model=args.model)
+    except (StoreError, ClaimsFileError) as exc:
+        print(f"eca claims: {exc}", file=sys.stderr)
+        return 1
+    statuses = report.statuses
+    if args.json:
+        print(json.dumps([claim_record(s, report.evidence.get(s.claim.id)) for s in statuses], indent=2))
+        return 0
+    rows = []
+    for s in statuses:
+        measured = _pct(s.verified_value)
+        evidence = s.evidence_run_id
+        spread = report.evidence[s.claim.id].spread if s.claim.id in report.evidence else None
+        if spread is not None:
+            measured += f" ({spread_label(spread)})"
+        if s.verified_value is None and s.best_other_value is not None:
+            # Shown, never verifying: say why next to the number.
+            measured = f"({_pct(s.best_other_value)})"
+            evidence = f"{s.best_other_run_id}: {s.best_other_reason}"
+        rows.append(
+            [s.claim.label, s.claim.dataset, s.claim.metric, _pct(s.claim.claimed), measured, s.status, evidence]
+        )
+    print(text_table(["Claim", "Dataset", "Metric", "Claimed", "Measured", "Status", "Evidence"], rows))
+    if report.evidence:
+        print("\nMeasured: the best qualifying value; in brackets n, mean ± sample std of the qualifying results of "
+              "the fit runs with its recipe (its config without seeds, paths and logging).")  # fmt: skip
+    if not report.has_store:
+        print(f"\n{len(statuses)} claims, none verified: {no_store_message(report.url)}")
+    else:
+        print(f"\n{len(statuses)} claims; store: {display_url(report.url)}")
+    return 0
+
+
+def runs_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="eca runs", description="Recorded runs, newest first.")
+    parser.add_argument("--status", choices=SHOWN_RUN_STATUSES,
+                        help="only runs with this status (lost: running, but its process stopped reporting)")
+    parser.add_argument("--model", help="only runs of this registry model")
+    parser.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
+    parser.add_argument("--show", metavar="RUN_ID", help="everything recorded about one run, as JSON")
+    args = parser.parse_args(argv)
+
+    try:
+        engine = open_reader()
+        try:
+            rows = _runs(engine, args)
+        finally:
+            engine.dispose()
+    except StoreError as exc:
+        print(f"eca runs: {exc}", file=sys.stderr)
+        return 1
+    if rows is None:
+        print(f"eca runs: no run with id {args.show!r}; `eca runs` lists the ids", file=sys.stderr)
+        return 1
+    if args.show:
+        return 0
+    headers = ["Run", "Job", "Command", "Model", "Data", "Status", "Best top-1", "SLURM", "Created (UTC)"]
+    print(text_table(headers, rows))
+    return 0
+
+
+def _runs(engine: Engine, args: argparse.Namespace) -> list[list[Any]] | None:
+    """The listing's rows, or for --show print the run and return [] (None: no such run)."""
+    if not has_table(engine, Run.__tablename__):  # a database nobody has migrated yet: no runs
+        return None if args.show else []
+    behind = schema_behind(engine)
+    if behind:
+        raise StoreError(behind)
+    with session_scope(engine) as session:
+        if args.show:
+            run = session.get(Run, args.show)
+            if run is None:
+                return None
+            print(json.dumps(run_details(session, run), indent=2, default=str))
+            return []
+        shown = run_status_expression()
+        query = select(Run, shown, _result_top1()).order_by(Run.created_at.desc(), Run.id).limit(args.limit)
+        if args.status:
+            query = query.where(shown == args.status)
+        if args.model:
+            query = query.where(Run.model_name == args.model)
+        return [
+            [
+                run.id, run.job_name, run.command, run.model_name, run.dataset_name, status,
+                _pct(_shown_top1(run, result_top1)), run.slurm_job_id,
+                f"{run.created_at:%Y-%m-%d %H:%M}" if run.created_at else "",
+            ]  # fmt: skip
+            for run, status, result_top1 in session.execute(query)
+        ]
+
+
+def _result_top1() -> ScalarSelect[float | None]:
+    """The top-1 of the run's newest result that has one (a correlated subquery: one query for the listing)."""
+    newest = select(Result.top1).where(Result.run_id == Run.id, Result.top1.is_not(None))
+    return newest.order_by(Result.id.desc()).limit(1).scalar_subquery()
+
+
+def _shown_top1(run: Run, result_top1: float | None) -> float | None:
+    """A fit run's best val top-1 over its epochs; a validate or test run logs no epochs, so Run.best_top1 stays
+    empty and its result's top-1 is the number. Either falls back on the other when it has only that one."""
+    if run.command == "fit":
+        return run.best_top1 if run.best_top1 is not None else result_top1
+    return result_top1 if result_top1 is not None else run.best_top1
+
+
+def run_details(session: Session, run: Run) -> dict[str, Any]:
+    """One run with its provenance, per-epoch metrics and results, as plain data."""
+    details = {column.name: getattr(run, column.name) for column in Run.__table__.columns}
+    details["status"] = run_status(run.status, run.heartbeat_at, run.started_at)  # `lost` when it stopped beating
+    metrics = session.scalars(select(EpochMetric).where(EpochMetric.run_id == run.id).order_by(EpochMetric.epoch))
+    details["metrics"] = [{"epoch": m.epoch, "step": m.step, "name": m.name, "value": m.value} for m in metrics]
+    results = session.scalars(select(Result).where(Result.run_id == run.id).order_by(Result.id))
+    details["results"] = [
+        {column.name: getattr(r, column.name) for column in Result.__table__.columns if column.name != "run_id"}
+        for r in results
+    ]
+    return details
+
+
+def db_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="eca db", description="The run store (ECA_DB_URL, else a per-user SQLite).")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("upgrade", help="create the store or migrate it to the newest schema (also done automatically)")
+    sub.add_parser("url", help="print the store's URL")
+    sub.add_parser("current", help="print the schema revision the store is at, and the newest one")
+    args = parser.parse_args(argv)
+
+    try:
+        return _db(args.action)
+    except StoreError as exc:
+        print(f"eca db {args.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _db(action: str) -> int:
+    url = parse_url()
+    if action == "url":
+        print(display_url(url))
+        if not store_exists(url):
+            print(f"eca db url: {no_store_message(url)}", file=sys.stderr)
+        return 0
+    if action == "current":
+        engine = open_reader(url)
+        revision = current_revision(engine)
+        engine.dispose()
+        print(f"store {display_url(url)}: at {revision or 'no revision (never migrated)'}, newest {head_revision()}")
+        return 0
+    engine = make_engine(url)
+    before = current_revision(engine)
+    after = upgrade(engine)
+    ensure_claims(engine)
+    engine.dispose()
+    change = "already at" if before == after else f"upgraded from {before or 'empty'} to"
+    print(f"store {display_url(url)}: {change} {after}")
+    return 0

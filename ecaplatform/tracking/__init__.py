@@ -1,1 +1,0 @@
-"""Run tracking: the SQL store, the claims registry, the verification rule and the Lightning recorder."""

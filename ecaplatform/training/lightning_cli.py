@@ -1,0 +1,417 @@
+"""`eca fit|validate|test --config jobs/X.yaml`: a LightningCLI for the ImageClassifier and our data modules.
+
+What it adds to Lightning's CLI, through its public hooks only: a `job:` section (JobSpec); `extends: base.yaml`
+(the job read on top of a recipe, as if both were given to `--config`); `model.num_classes` linked to the data;
+a folder per run, runs/<job.name>/<run id>/ (checkpoints/{best,last}.ckpt, csv/), so that `--ckpt_path last|best`
+name one run's file (`--from_run RUN`, else the newest); the run's tracking (`tracking_for_run`);
+`validate`/`test` refusing random weights; a check mode (`check_job`: parse, build the model and data module,
+no Trainer) that `eca submit` uses; one-line errors instead of tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonargparse import ArgumentError
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, ThroughputMonitor
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from ecaplatform.datamodules import ClassificationDataModule, DataError
+from ecaplatform.models import CheckpointError
+from ecaplatform.store.database import StoreError
+from ecaplatform.training.classifier import ImageClassifier, ModelConfigError
+from ecaplatform.training.jobspec import COMMANDS, JOB_NAME_MAX_CHARS, JobSpec, check_identifier
+from ecaplatform.training.progress import LogLinesProgressBar
+from ecaplatform.training.quiet import silence_known_noise
+from ecaplatform.training.slurm_requeue import SlurmRequeue
+
+DEFAULT_RUNS_DIR = "runs"
+LIGHTNING_CKPT_WORDS = (None, "hpc", "registry")  # --ckpt_path values Lightning resolves itself (not last/best)
+USER_ERRORS = (ArgumentError, DataError, ModelConfigError, CheckpointError, StoreError)
+CHECKPOINT_DEFAULTS = {"checkpoint.monitor": "val_top1", "checkpoint.mode": "max", "checkpoint.filename": "best",
+                       "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
+                       "checkpoint.enable_version_counter": False}  # fmt: skip
+
+
+class CLIConfigError(ValueError):
+    """A combination of options the CLI cannot run; the message says what to pass instead."""
+
+
+@rank_zero_only
+def rank_zero_print(line: str) -> None:
+    """Print once, not once per DDP process (Lightning re-runs this command in each)."""
+    print(line, flush=True)
+
+
+# --- job files that extend a recipe -----------------------------------------------------------------------------
+
+
+def config_chain(path: str | os.PathLike[str]) -> list[Path]:
+    """The config files a job file stands for, base recipes first: its `extends:` chain, then itself."""
+    chain: list[Path] = []
+    current: Path | None = Path(path)
+    while current is not None:
+        if current in chain:
+            raise CLIConfigError(f"{current}: `extends:` loops back to itself ({' -> '.join(map(str, chain))})")
+        chain.insert(0, current)
+        try:
+            document = yaml.safe_load(current.read_text())
+        except FileNotFoundError:
+            raise CLIConfigError(f"{current}: no such config file") from None
+        except yaml.YAMLError as err:
+            raise CLIConfigError(f"{current}: not valid YAML: {err}".replace("\n", " ")) from None
+        base = document.get("extends") if isinstance(document, dict) else None
+        current = (current.parent / base) if base else None
+    return chain
+
+
+def expand_config_args(args: Sequence[str]) -> list[str]:
+    """`--config JOB.yaml` -> `--config BASE.yaml --config JOB.yaml` for each `extends:` in JOB's chain.
+
+    The merged config extends nothing any more: `extends` is then reset, so that what --print_config shows and
+    what a run saves as its config.yaml is complete and runs from any folder.
+    """
+    expanded: list[str] = []
+    remaining = iter(args)
+    for arg in remaining:
+        if arg == "--config" or arg.startswith("--config="):
+            path = next(remaining, "") if arg == "--config" else arg.split("=", 1)[1]
+            expanded += [word for file in config_chain(path) for word in ("--config", str(file))]
+        else:
+            expanded.append(arg)
+    return [*expanded, "--extends=null"] if len(expanded) > len(args) else expanded
+
+
+ARCHITECTURE_HPARAMS = ("model_name", "model_kwargs")  # what decides the network a checkpoint's weights fit
+
+
+def check_ckpt_file(path: str, model: Any, trust_hparams: bool = False) -> None:
+    """Refuse a --ckpt_path that cannot be read safely, is not one of our Lightning checkpoints, or holds another
+    model than the job's `model` section (unless `trust_hparams`): one line, before anything is built."""
+    from ecaplatform.models.checkpoint import read_checkpoint
+
+    checkpoint = read_checkpoint(path)  # weights_only: a file that would run code is refused here, in one line
+    if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
+        raise CLIConfigError(f"--ckpt_path {path} is not a Lightning checkpoint written by `eca fit`; released "
+                             "weights (.pth.tar) go in --model.checkpoint")
+    saved = checkpoint.get("hyper_parameters") or {}
+    theirs = {key: saved.get(key) for key in ARCHITECTURE_HPARAMS}
+    ours = {key: model.get(key) for key in ARCHITECTURE_HPARAMS}
+    if not trust_hparams and theirs != ours:
+        raise CLIConfigError(f"--ckpt_path {path} holds {theirs} but the job's model is {ours}; give a checkpoint "
+                             "of the job's model, or pass --trust_ckpt_hparams true to score the checkpoint's own")
+
+
+def batch_size_of(batch: Any) -> int:
+    """Images in an (images, targets) batch, for ThroughputMonitor."""
+    return len(batch[1])
+
+
+class _Checked(Exception):  # noqa: N818 - a signal, not an error: the check-only CLI stops with it
+    def __init__(self, spec: JobSpec, config: dict[str, Any]) -> None:
+        super().__init__("checked")
+        self.spec, self.config = spec, config
+
+
+class EcaLightningCLI(LightningCLI):
+    def __init__(self, args: list[str], check_only: bool = False) -> None:
+        self.check_only = check_only
+        self.run_id: str | None = None  # decided in before_instantiate_classes; the run folder is named after it
+        self.run_dir = Path(DEFAULT_RUNS_DIR)
+        super().__init__(
+            model_class=ImageClassifier,
+            datamodule_class=ClassificationDataModule,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            # Images/s over the last 20 steps, logged with the other step metrics (W&B, CSV).
+            trainer_defaults={"callbacks": [ThroughputMonitor(batch_size_fn=batch_size_of, window_size=20)]},
+            parser_kwargs={"exit_on_error": False},  # errors come back as exceptions: main() prints one line
+            auto_configure_optimizers=False,
+            args=args,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--extends", type=str | None, default=None,
+                            help="a recipe YAML this job file is read on top of (relative to the job file)")
+        parser.add_argument("--from_run", type=str | None, default=None,
+                            help="the run whose checkpoint --ckpt_path last|best names (a run id); default: this "
+                                 "run's own (ECA_RUN_ID), else the job's run with the newest such file")
+        parser.add_class_arguments(JobSpec, "job")
+        # Built in instantiate_trainer, so that `trainer.enable_checkpointing: false` can leave it out.
+        parser.add_class_arguments(ModelCheckpoint, "checkpoint", instantiate=False)
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_argument("--trust_ckpt_hparams", type=bool, default=False,
+                            help="score --ckpt_path's own model (its saved model_name, model_kwargs) even where the "
+                                 "job names another; by default such a checkpoint is refused")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, expand_config_args(args) if isinstance(args, list) else args)
+        # Before Lightning reads --ckpt_path (it would replace the job's model with the checkpoint's, silently).
+        config = self.config.get(str(self.config.get("subcommand")))
+        if config is not None and config.get("ckpt_path") and Path(config.ckpt_path).is_file():
+            check_ckpt_file(config.ckpt_path, config.model, trust_hparams=config.trust_ckpt_hparams)
+
+    # --- before anything is built: fill run-specific defaults, refuse what cannot work ----------------------------
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        if config.job.claim:
+            from ecaplatform.store.claims import claim_ids
+
+            if config.job.claim not in (known := claim_ids()):
+                raise CLIConfigError(f"job.claim: {config.job.claim!r} is not a claim id; known ids look like "
+                                     f"{known[0]!r} (`eca claims --json` lists them all)")
+        from ecaplatform.store import verification
+        from ecaplatform.training import provenance
+
+        try:
+            check_identifier(config.job.name, "job.name", JOB_NAME_MAX_CHARS)  # it names the job's folder
+            from_run = config.get("from_run")
+            if from_run is not None:
+                provenance.check_run_id(from_run, "--from_run")
+            verification.heartbeat_timeout_s()  # a bad ECA_HEARTBEAT_TIMEOUT_S fails now, not in a thread
+        except ValueError as err:
+            raise CLIConfigError(str(err)) from None
+        # default_root_dir is the job's folder; each run gets a folder of its own in it (see instantiate_trainer).
+        job_dir = Path(config.trainer.default_root_dir or os.path.join(DEFAULT_RUNS_DIR, config.job.name))
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path in ("last", "best"):
+            # Lightning knows "best" only inside the fit that produced it, and its "last" would search one folder.
+            source, path = self._named_checkpoint(job_dir, ckpt_path, from_run, config.checkpoint.dirpath)
+            config.ckpt_path = str(path)  # an existing file: _named_checkpoint refuses a missing one
+            check_ckpt_file(str(path), config.model, trust_hparams=config.trust_ckpt_hparams)
+            if not self.check_only:  # `eca submit` says which run it continues itself
+                rank_zero_print(f"eca {self.subcommand}: --ckpt_path {ckpt_path}: {source}: {path}")
+        elif ckpt_path not in LIGHTNING_CKPT_WORDS and not Path(ckpt_path).exists():
+            raise CLIConfigError(f"--ckpt_path {ckpt_path} does not exist; give a .ckpt file, 'last' or 'best'")
+        if self.subcommand in ("validate", "test") and not ckpt_path and not config.model.checkpoint:
+            raise CLIConfigError(
+                f"`eca {self.subcommand}` needs weights to score: pass --ckpt_path (one of our .ckpt files, "
+                "'last' or 'best') or --model.checkpoint (e.g. a released eca_resnet50_k3557.pth.tar); "
+                "it refuses to evaluate randomly initialised weights"
+            )
+        from ecaplatform.training.integration import run_id_for
+
+        try:  # a fit that resumes a checkpoint continues that checkpoint's run (and its folder)
+            self.run_id = run_id_for(self.subcommand, {"ckpt_path": config.get("ckpt_path")})
+        except ValueError as err:
+            raise CLIConfigError(str(err)) from None
+        self.run_dir = job_dir / self.run_id
+
+    @staticmethod
+    def _named_checkpoint(job_dir: Path, which: str, from_run: str | None, dirpath: str | None) -> tuple[str, Path]:
+        """("run RUN_ID", file) that `--ckpt_path last|best` stands for: `--from_run`'s, else this run's own (a
+        requeued or resumed run, ECA_RUN_ID), else the job's run whose file is newest; in `checkpoint.dirpath` if
+        the job sets one (all its runs then share it)."""
+        from ecaplatform.training.provenance import run_id_from_environment
+
+        name = f"{which}.ckpt"
+        if dirpath is not None:
+            path = Path(dirpath) / name
+            if not path.is_file():
+                raise CLIConfigError(f"--ckpt_path {which}: {path} does not exist; train first or give a .ckpt path")
+            return "checkpoint.dirpath", path.absolute()
+        try:
+            own = run_id_from_environment()
+        except ValueError as err:
+            raise CLIConfigError(str(err)) from None
+        if from_run is None and own is not None and (job_dir / own / "checkpoints" / name).is_file():
+            from_run = own
+        if from_run is not None:
+            path = job_dir / from_run / "checkpoints" / name
+            if not path.is_file():
+                raise CLIConfigError(f"--ckpt_path {which} --from_run {from_run}: {path} does not exist; the job's "
+                                     f"runs are the folders in {job_dir}")  # fmt: skip
+            return f"run {from_run}", path.absolute()
+        found = [path for path in job_dir.glob(f"*/checkpoints/{name}") if path.is_file()]
+        if not found:
+            raise CLIConfigError(f"--ckpt_path {which}: no run in {job_dir} has a {name}; train first (eca fit), "
+                                 "or give a .ckpt path")  # fmt: skip
+        newest = max(found, key=lambda path: path.stat().st_mtime)
+        return f"run {newest.parent.parent.name}", newest.absolute()
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The subcommand's config as plain data, as --print_config shows it, with the linked num_classes."""
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))[self.subcommand]
+        dumped["model"]["num_classes"] = self.model.hparams.num_classes
+        return dumped
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer | None:
+        """The Trainer in the run's own folder (runs/<job>/<run id>/, its default_root_dir), with checkpoints and a
+        CSV log there and the run's tracking. No two runs share a file, so a checkpoint's recorded sha256 stays
+        true and concurrent runs of one job never race on a log.
+
+        Check mode builds no Trainer: `eca submit` may run on a login node without the job's GPUs.
+        """
+        if self.check_only:
+            return None
+        from ecaplatform.training.integration import tracking_for_run
+
+        config = self.config_init[self.subcommand]
+        trainer = config.trainer
+        run_dir = str(self.run_dir)
+        callbacks = list(trainer.callbacks or []) if isinstance(trainer.callbacks, list) else [trainer.callbacks]
+        callbacks = [c for c in callbacks if c is not None]
+        if trainer.enable_checkpointing is not False:  # Lightning refuses a ModelCheckpoint when it is False
+            dirpath = os.path.join(run_dir, "checkpoints")
+            ckpt_path = config.get("ckpt_path")
+            if self.subcommand != "fit" and ckpt_path and Path(ckpt_path).is_file():
+                # An evaluation writes no checkpoint; where it reads one, the callbacks' saved state fits as it is.
+                dirpath = str(Path(ckpt_path).parent)
+            callbacks += checkpoint_callbacks(config.checkpoint.as_dict(), dirpath)
+        tracking_callbacks, tracking_logger = tracking_for_run(self.subcommand, self.resolved_config(), config.job,
+                                                               run_id=self.run_id)  # fmt: skip
+        logger = trainer.logger
+        if logger is not False:
+            loggers = [] if logger in (None, True) else list(logger) if isinstance(logger, list) else [logger]
+            if not loggers:  # the config asked for Lightning's default logger: a CSV one under the run folder
+                loggers.append(CSVLogger(save_dir=run_dir, name="csv"))
+            if tracking_logger is not None:
+                loggers.append(tracking_logger)
+            kwargs["logger"] = loggers
+        # Not written into the config: the recorded config (and its hash) stays the same for every run of a job.
+        kwargs["default_root_dir"] = run_dir
+        # A log file gets lines, not a bar redrawn in place; a bar the config names is kept.
+        bar_named = any(isinstance(c, ProgressBar) for c in callbacks)
+        if trainer.enable_progress_bar is not False and not bar_named and not sys.stdout.isatty():
+            callbacks.append(LogLinesProgressBar())
+        # SlurmRequeue does nothing outside SLURM; under it, a preemption checkpoints at a step all ranks agree on.
+        callbacks.append(SlurmRequeue())
+        return super().instantiate_trainer(callbacks=[*callbacks, *tracking_callbacks], **kwargs)
+
+    def after_instantiate_classes(self) -> None:
+        if self.check_only:
+            raise _Checked(self.config_init[self.subcommand].job, self.resolved_config())
+
+    def after_fit(self) -> None:
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        lines = ["", f"Run {self.run_id} finished. Where things are:",
+                 f"  run folder:  {os.path.abspath(self.run_dir)}"]  # fmt: skip
+        checkpoints = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+        if checkpoints:
+            lines.append(f"  checkpoints: {checkpoints[0].dirpath}")
+        for checkpoint in checkpoints:  # the best one (by checkpoint.monitor), then the last epoch's
+            if checkpoint.monitor and checkpoint.best_model_path:
+                score = checkpoint.best_model_score
+                shown = f" ({checkpoint.monitor} {float(score):.2f})" if score is not None else ""
+                lines.append(f"  best:        {checkpoint.best_model_path}{shown}")
+            elif checkpoint.best_model_path:
+                lines.append(f"  last:        {checkpoint.best_model_path}")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):  # its save_dir is only where W&B makes its wandb/ folder
+                continue
+            where = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
+            if where is not None:
+                lines.append(f"  logs ({type(logger).__name__}): {os.path.abspath(where)}")
+        for location in filter(None, (getattr(c, "wandb_location", None) for c in trainer.callbacks)):
+            mode, where = location
+            if mode == "offline":
+                lines.append(f"  W&B run:     {os.path.abspath(where)} (offline; `wandb sync {where}` uploads it)")
+            else:
+                lines.append(f"  W&B run:     {where}")
+        if checkpoints:
+            lines.append(f"  resume:      eca fit --config <this job> --ckpt_path last --from_run {self.run_id}")
+            lines.append(f"  evaluate:    eca validate --config <this job> --ckpt_path best --from_run {self.run_id}")
+        print("\n".join(lines), flush=True)
+
+
+def checkpoint_callbacks(options: dict[str, Any], default_dirpath: str) -> list[ModelCheckpoint]:
+    """The job's `checkpoint:` callback (best.ckpt by val top-1) and, for `save_last`, a second one that writes
+    last.ckpt at the end of EVERY epoch. Lightning 2.6's own save_last writes last.ckpt only when a top-k file
+    is written too, so it would hold the best epoch, and `--ckpt_path last` would redo the epochs after it."""
+    options = {**options, "dirpath": options.get("dirpath") or default_dirpath}
+    save_last = options.pop("save_last", None)
+    callbacks = [ModelCheckpoint(**options, save_last=False)]
+    if save_last:
+        callbacks.append(ModelCheckpoint(dirpath=options["dirpath"], filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+                                         monitor=None, save_top_k=1, enable_version_counter=False))  # fmt: skip
+    return callbacks
+
+
+def check_job(config_path: str | os.PathLike[str], subcommand: str,
+              overrides: Sequence[str] = ()) -> tuple[JobSpec, dict[str, Any]]:
+    """Parse a job for `subcommand` and build its model and data module as `eca <subcommand>` would, then stop.
+    Returns the job section and the resolved config (as --print_config shows it).
+
+    Raises one of USER_ERRORS or CLIConfigError with a message fit for one line (see `user_message`).
+    """
+    if subcommand not in COMMANDS:
+        raise CLIConfigError(f"unknown subcommand {subcommand!r}; use one of {', '.join(COMMANDS)}")
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    try:
+        EcaLightningCLI(args=[subcommand, "--config", str(config_path), *overrides], check_only=True)
+    except _Checked as done:
+        return done.spec, done.config
+    except Exception as err:
+        raise (find_user_error(err) or err) from None
+    raise AssertionError("check_only CLI returned without checking")  # pragma: no cover
+
+
+def find_user_error(err: BaseException) -> BaseException | None:
+    """The error a user can act on: `err` itself or one it was raised from (jsonargparse wraps what a class
+    raises while it builds a data module in its own ValueError)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (*USER_ERRORS, CLIConfigError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def user_message(err: BaseException) -> str:
+    """One line saying what is wrong: jsonargparse's multi-line type errors and DataLoader workers' traceback
+    text reduced to the part that names the key or file."""
+    text = str(err).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(err).__name__]
+    if "Original Traceback" in text:  # a DataLoader worker's error: its last line holds the message
+        head, _, tail = lines[-1].partition(": ")
+        return tail if tail and head.endswith("Error") else lines[-1]
+    # jsonargparse: 'Parser key "k":', then a "- ..." line per type it tried (None's is no help), the value given.
+    details = [f"{line[2:]} {lines[i + 1]}" if line.endswith(":") and i + 1 < len(lines) else line[2:]
+               for i, line in enumerate(lines) if line.startswith("- ") and "NoneType" not in line]
+    details += [line for line in lines if line.startswith("Given value:") and len(line) < 100]
+    return f"{lines[0].rstrip(':')}: {'; '.join(details)}" if details else " ".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `fit`, `validate` or `test` (argv[0]) with LightningCLI options; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in COMMANDS:
+        print(f"usage: eca {{{','.join(COMMANDS)}}} --config jobs/X.yaml [options]", file=sys.stderr)
+        return 2
+    silence_known_noise()
+    # `eca` hands over sys.argv[1:] explicitly; Lightning warns when args and sys.argv are both set.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    # Intended: the classifier normalises uint8 batches on the device whatever the data module.
+    warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
+    try:
+        EcaLightningCLI(args=args)
+    except SIGTERMException:  # a SystemExit without a code: the run was stopped, it did not finish
+        return 128 + signal.SIGTERM
+    except SystemExit as exit_:  # --help, --print_config
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except Exception as err:
+        found = find_user_error(err)
+        if found is None:
+            raise
+        print(f"eca {args[0]}: error: {user_message(found)}", file=sys.stderr)
+        return 2 if isinstance(found, ArgumentError) else 1  # 2: the command line or config, as argparse does
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

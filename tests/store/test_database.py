@@ -1,0 +1,226 @@
+"""The run store on SQLite and on a real PostgreSQL server: migrations, round trips, read-only mode, concurrency."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy.exc import DBAPIError
+
+from ecaplatform.cli.main import main as eca
+from ecaplatform.store.database import (
+    current_revision,
+    head_revision,
+    make_engine,
+    session_scope,
+    writer_engine,
+)
+from ecaplatform.store.schema import Base, EpochMetric, Result, Run
+from ecaplatform.store.writes import add_result, finish_run, record_epoch_metrics, start_run, upsert_run
+
+TABLES = {"claims", "runs", "epoch_metrics", "results", "alembic_version"}
+
+
+def test_first_write_creates_the_schema_at_the_newest_revision(store_url: str) -> None:
+    engine = writer_engine(store_url)
+    assert current_revision(engine) == head_revision() is not None
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    engine.dispose()
+
+
+def test_migrations_create_exactly_the_tables_of_schema_py(store_url: str) -> None:
+    engine = writer_engine(store_url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    engine.dispose()
+    assert differences == []
+
+
+def test_a_store_at_0002_with_a_result_upgrades_and_its_result_has_no_pipeline(store_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import insert
+
+    from ecaplatform.store.database import alembic_config, schema_behind
+
+    def migrate(engine: Engine, to: str, *, down: bool = False) -> None:
+        # Alembic itself, not store.upgrade, which would mark the store up to date for this process.
+        with engine.connect() as connection:
+            (command.downgrade if down else command.upgrade)(alembic_config(connection), to)
+            connection.commit()
+
+    old = make_engine(store_url)
+    migrate(old, "0002_run_heartbeat")  # as an ecaplatform from before pipelines left it
+    assert "pipeline" not in {column["name"] for column in inspect(old).get_columns("results")}
+    with old.begin() as connection:  # a result as that version recorded it: no pipeline column
+        run = {"id": "old", "job_name": "j", "command": "validate", "model_name": "m", "status": "succeeded"}
+        connection.execute(insert(Run.__table__).values(**run, num_nodes=1, world_size=1))
+        result = {"run_id": "old", "model_name": "m", "dataset": "imagenet", "split": "val", "top1": 77.4}
+        connection.execute(insert(Result.__table__).values(**result, samples_evaluated=50000))
+    assert "0002_run_heartbeat" in (schema_behind(old) or "")
+    old.dispose()
+
+    engine = writer_engine(store_url)  # the first write of a newer ecaplatform migrates it
+    assert current_revision(engine) == head_revision()
+    add_result(engine, "old", model_name="m", dataset="imagenet", split="val", top1=77.5, top5=None, loss=None,
+               samples_evaluated=50000, fingerprint={}, pipeline="dali-gpu")  # fmt: skip
+    with session_scope(engine) as session:
+        pipelines = session.execute(select(Result.top1, Result.pipeline).order_by(Result.id)).all()
+    assert [tuple(row) for row in pipelines] == [(77.4, None), (77.5, "dali-gpu")]
+
+    migrate(engine, "0002_run_heartbeat", down=True)  # and back: the column goes, the results stay
+    assert current_revision(engine) == "0002_run_heartbeat"
+    assert "pipeline" not in {column["name"] for column in inspect(engine).get_columns("results")}
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(Result.__table__)).scalar() == 2
+    engine.dispose()
+
+
+def test_run_metrics_and_results_round_trip(store_url: str) -> None:
+    engine = writer_engine(store_url)
+    start_run(engine, "r1", job_name="j", command="fit", model_name="eca_resnet50", config={"a": [1, 2]})
+    record_epoch_metrics(engine, "r1", 0, 10, {"train_loss": 2.0, "val_top1": 51.0})
+    record_epoch_metrics(engine, "r1", 1, 20, {"train_loss": 1.0, "val_top1": 63.5, "nan": float("nan")})
+    record_epoch_metrics(engine, "r1", 1, 20, {"val_top1": 60.0})  # a re-sent epoch updates, never duplicates
+    add_result(engine, "r1", model_name="eca_resnet50", dataset="digits", split="val", top1=60.0, top5=99.0,
+               loss=1.0, samples_evaluated=360, fingerprint={"dataset": "digits", "num_samples": 360})  # fmt: skip
+    finish_run(engine, "r1", "succeeded", checkpoint_sha256="ab" * 32)
+    with session_scope(engine) as session:
+        run = session.get(Run, "r1")
+        assert (run.status, run.best_top1, run.config) == ("succeeded", 63.5, {"a": [1, 2]})
+        assert run.started_at is not None and run.ended_at >= run.started_at
+        values = {(m.epoch, m.name): m.value for m in run.metrics}
+        assert values == {(0, "train_loss"): 2.0, (0, "val_top1"): 51.0, (1, "train_loss"): 1.0, (1, "val_top1"): 60.0}
+        [result] = run.results
+        assert (result.top1, result.samples_evaluated, result.fingerprint["num_samples"]) == (60.0, 360, 360)
+    engine.dispose()
+
+
+def test_a_queued_run_is_updated_started_restarted_and_finished_in_place(store_url: str) -> None:
+    engine = writer_engine(store_url)
+    upsert_run(engine, "r1", job_name="q", command="fit", model_name="m", status="queued", slurm_job_id="42")
+    upsert_run(engine, "r1", slurm_job_id="43")  # only the fields given change
+    finish_run(engine, "r1", "interrupted", error="preempted")
+    start_run(engine, "r1", job_name="q", command="fit", model_name="m", slurm_job_id=None, host="node1")
+    with session_scope(engine) as session:
+        run = session.get(Run, "r1")
+        assert (run.status, run.error, run.ended_at, run.slurm_job_id) == ("running", None, None, "43")
+        first_start = run.started_at
+    start_run(engine, "r1", host="node2")  # a requeued job: same run, first start kept
+    with session_scope(engine) as session:
+        assert (session.get(Run, "r1").started_at, session.get(Run, "r1").host) == (first_start, "node2")
+    with pytest.raises(LookupError, match="'nope' is not in the store"):
+        finish_run(engine, "nope", "failed")
+    engine.dispose()
+
+
+def test_read_only_engine_reads_but_cannot_write(store_url: str) -> None:
+    writer = writer_engine(store_url)
+    start_run(writer, "r1", job_name="j", command="fit", model_name="m")
+    reader = make_engine(store_url, readonly=True)
+    with session_scope(reader) as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == 1
+    with pytest.raises(DBAPIError, match="(?i)read-only|readonly"), session_scope(reader) as session:
+        session.execute(text("DELETE FROM runs"))
+    with session_scope(reader) as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == 1
+    reader.dispose()
+    writer.dispose()
+
+
+def test_eca_db_upgrade_creates_then_reports_up_to_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ECA_DB_URL", f"sqlite:///{tmp_path / 'new' / 'runs.db'}")
+    assert eca(["db", "upgrade"]) == 0
+    assert f"upgraded from empty to {head_revision()}" in capsys.readouterr().out
+    assert eca(["db", "upgrade"]) == 0
+    assert f"already at {head_revision()}" in capsys.readouterr().out
+    assert eca(["db", "url"]) == 0
+    assert capsys.readouterr().out.strip().endswith("new/runs.db")
+
+
+def test_default_store_is_a_per_user_sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecaplatform.store.database import db_url
+
+    monkeypatch.delenv("ECA_DB_URL")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert db_url() == f"sqlite:///{tmp_path / 'xdg' / 'ecaplatform' / 'runs.db'}"
+
+
+# --- concurrency -------------------------------------------------------------------------------------------------
+
+WRITERS = 8
+EPOCHS = 15
+
+
+def _write_one_run(url: str, index: int) -> None:
+    """One process's whole run: created, one transaction per epoch, a result, finished; schema on first write."""
+    engine = writer_engine(url)
+    run_id = f"proc-{index}"
+    start_run(engine, run_id, job_name=f"job-{index}", command="fit", model_name="eca_resnet18")
+    for epoch in range(EPOCHS):
+        record_epoch_metrics(engine, run_id, epoch, epoch * 10, {"train_loss": 1.0 / (epoch + 1), "val_top1": epoch})
+    add_result(engine, run_id, model_name="eca_resnet18", dataset="digits", split="val", top1=50.0, top5=90.0,
+               loss=1.0, samples_evaluated=360, fingerprint={})  # fmt: skip
+    finish_run(engine, run_id, "succeeded")
+    engine.dispose()
+
+
+def _run_writers(url: str, count: int) -> None:
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_write_one_run, args=(url, i)) for i in range(count)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0] * count, "a writer raised (see its stderr above)"
+
+
+def _assert_nothing_lost(url: str, count: int) -> None:
+    engine = make_engine(url, readonly=True)
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Run).where(Run.status == "succeeded")) == count
+        assert session.scalar(select(func.count()).select_from(EpochMetric)) == count * EPOCHS * 2
+        assert session.scalar(select(func.count()).select_from(Result)) == count
+        assert session.scalar(select(func.max(Run.best_top1))) == EPOCHS - 1
+    engine.dispose()
+
+
+def test_eight_processes_writing_one_sqlite_file_lose_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"  # no schema yet: the writers race to create it too
+    _run_writers(url, WRITERS)
+    _assert_nothing_lost(url, WRITERS)
+
+
+@pytest.mark.postgres
+def test_concurrent_writers_on_postgres_lose_nothing(fresh_postgres_url: str) -> None:
+    _run_writers(fresh_postgres_url, 4)
+    _assert_nothing_lost(fresh_postgres_url, 4)
+
+
+def test_eca_runs_filters_and_shows_one_run(capsys: pytest.CaptureFixture[str]) -> None:
+    engine = writer_engine()
+    for index, (model, status) in enumerate([("eca_resnet50", "succeeded"), ("resnet50", "failed"),
+                                              ("eca_resnet50", "failed")]):  # fmt: skip
+        start_run(engine, f"run-{index}", job_name=f"job-{index}", command="fit", model_name=model)
+        finish_run(engine, f"run-{index}", status, error="boom" if status == "failed" else None)
+    record_epoch_metrics(engine, "run-2", 0, 5, {"val_top1": 12.5})
+
+    def listed(*args: str) -> list[str]:
+        assert eca(["runs", *args]) == 0
+        return sorted(line.split()[0] for line in capsys.readouterr().out.splitlines()[2:])
+
+    assert listed() == ["run-0", "run-1", "run-2"]
+    assert listed("--status", "failed") == ["run-1", "run-2"]
+    assert listed("--status", "failed", "--model", "eca_resnet50") == ["run-2"]
+    assert len(listed("--limit", "1")) == 1
+    assert eca(["runs", "--show", "run-2"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["status"], shown["error"], shown["metrics"][0]["value"]) == ("failed", "boom", 12.5)
+    assert eca(["runs", "--show", "nope"]) == 1
+    assert "no run with id 'nope'" in capsys.readouterr().err
