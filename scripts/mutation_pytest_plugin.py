@@ -1,7 +1,7 @@
 """A pytest plugin for `make mutation` only (pyproject.toml [tool.mutmut] pytest_add_cli_args loads it).
 
 mutmut runs each mutant's tests with -x: the first failing test kills it. Running the fast, targeted tests first
-(tests/test_mutants_*.py, the property tests) makes most kills take a fraction of a second instead of waiting for
+(the edge and property tests beside each subject) makes most kills take a fraction of a second instead of waiting for
 a Lightning fit that happens to come first; a survivor still runs every test.
 
 mutmut's fork server handles SIGTERM by exiting with status 0, and the processes it forks to test each mutant
@@ -16,7 +16,9 @@ import signal
 
 import pytest
 
-FIRST = ("test_mutants_", "test_properties.py", "test_verification.py")
+# The targeted files: the edge tests written against mutants, the property tests, the verification rule's own.
+FIRST = ("test_verification", "test_readonly_edges.py", "test_kernel_and_checkpoint_edges.py", "test_exact_sampler.py",
+         "test_recorder_hooks.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,4 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not item.path.name.startswith(FIRST))  # stable: file order kept within each group
+    def targeted(item: pytest.Item) -> bool:
+        return item.path.name.startswith(FIRST) or item.path.name.endswith("_properties.py")
+
+    items.sort(key=lambda item: not targeted(item))  # stable: file order kept within each group

@@ -8,8 +8,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["tests.services", "tests.ci_skip_rule"]
+
+# Property tests: bounded and without a per-example deadline, so each file runs in seconds also on a busy 2-core
+# machine; no example database, so nothing is written into the work tree (a failure prints its shrunk example).
+settings.register_profile("eca", max_examples=150, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+settings.load_profile("eca")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INHERITED_RUN_VARIABLES = (
