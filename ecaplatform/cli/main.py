@@ -10,98 +10,53 @@ import os
 import sys
 from collections.abc import Callable
 
-
-# Each takes the arguments after the subcommand's name (fit/validate/test: with it, for LightningCLI) and returns
-# an exit code.
-def _lightning(argv: list[str]) -> int:
-    from ecaplatform.training.lightning_cli import main
-
-    return main(argv)
-
-
-def _models(argv: list[str]) -> int:
-    from ecaplatform.cli.models import models_main
-
-    return models_main(argv)
-
-
-def _profile(argv: list[str]) -> int:
-    from ecaplatform.cli.models import profile_main
-
-    return profile_main(argv)
-
-
-def _submit(argv: list[str]) -> int:
-    from ecaplatform.cli.submit import submit_main
-
-    return submit_main(argv)
-
-
-def _claims(argv: list[str]) -> int:
-    from ecaplatform.cli.store_commands import claims_main
-
-    return claims_main(argv)
-
-
-def _runs(argv: list[str]) -> int:
-    from ecaplatform.cli.store_commands import runs_main
-
-    return runs_main(argv)
-
-
-def _db(argv: list[str]) -> int:
-    from ecaplatform.cli.store_commands import db_main
-
-    return db_main(argv)
-
-
-def _compare(argv: list[str]) -> int:
-    from ecaplatform.cli.compare import compare_main
-
-    return compare_main(argv)
-
-
-def _export(argv: list[str]) -> int:
-    from ecaplatform.cli.export import export_main
-
-    return export_main(argv)
-
-
-def _leaderboard(argv: list[str]) -> int:
-    from ecaplatform.cli.leaderboard import main
-
-    return main(argv)
-
-
-def _data(argv: list[str]) -> int:
-    from ecaplatform.cli.data import data_main
-
-    return data_main(argv)
-
-
-LIGHTNING_COMMANDS = ("fit", "validate", "test")
-# subcommand -> (function, one-line help)
-SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "fit": (_lightning, "train a model (LightningCLI; --config jobs/X.yaml)"),
-    "validate": (_lightning, "evaluate a checkpoint on the validation split"),
-    "test": (_lightning, "evaluate a checkpoint on the test split"),
-    "models": (_models, "list the registered models"),
-    "profile": (_profile, "params and MACs next to the paper's numbers"),
-    "submit": (_submit, "run a job YAML locally or submit it to SLURM"),
-    "claims": (_claims, "the paper's claims and their status"),
-    "runs": (_runs, "list recorded runs"),
-    "compare": (_compare, "two results image by image: top-1 difference, bootstrap 95% interval, McNemar's p"),
-    "export": (_export, "the board as JSON and SVG status badges (for a README)"),
-    "db": (_db, "the run store: `eca db upgrade`, `eca db url`"),
-    "leaderboard": (_leaderboard, "start the Streamlit leaderboard"),
-    "data": (_data, "prepare ImageNet: `eca data imagenet --help`"),
+LIGHTNING_COMMANDS = ("fit", "validate", "test")  # LightningCLI parses the subcommand's name itself
+SUBCOMMANDS: dict[str, str] = {  # subcommand -> one-line help
+    "fit": "train a model (LightningCLI; --config jobs/X.yaml)",
+    "validate": "evaluate a checkpoint on the validation split",
+    "test": "evaluate a checkpoint on the test split",
+    "models": "list the registered models",
+    "profile": "params and MACs next to the paper's numbers",
+    "submit": "run a job YAML locally or submit it to SLURM",
+    "claims": "the paper's claims and their status",
+    "runs": "list recorded runs",
+    "compare": "two results image by image: top-1 difference, bootstrap 95% interval, McNemar's p",
+    "export": "the board as JSON and SVG status badges (for a README)",
+    "db": "the run store: `eca db upgrade`, `eca db url`",
+    "leaderboard": "start the Streamlit leaderboard",
+    "data": "prepare ImageNet: `eca data imagenet --help`",
 }
+
+
+def subcommand(name: str) -> Callable[[list[str]], int]:
+    """The function behind `eca NAME`: it takes the arguments and returns an exit code."""
+    if name in LIGHTNING_COMMANDS:
+        from ecaplatform.training.lightning_cli import main as run
+    elif name in ("models", "profile"):
+        from ecaplatform.cli import models
+
+        run = models.models_main if name == "models" else models.profile_main
+    elif name in ("claims", "runs", "db"):
+        from ecaplatform.cli import store_commands
+
+        run = getattr(store_commands, f"{name}_main")
+    elif name == "submit":
+        from ecaplatform.cli.submit import submit_main as run
+    elif name == "compare":
+        from ecaplatform.cli.compare import compare_main as run
+    elif name == "export":
+        from ecaplatform.cli.export import export_main as run
+    elif name == "leaderboard":
+        from ecaplatform.cli.leaderboard import main as run
+    else:
+        from ecaplatform.cli.data import data_main as run
+    return run
 
 
 def _usage() -> str:
     width = max(len(name) for name in SUBCOMMANDS)
     lines = ["usage: eca <command> [args...]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<{width}}  {help_}" for name, help_ in SUBCOMMANDS.items()]
     lines += ["", "`eca <command> --help` shows a command's own options."]
     return "\n".join(lines)
 
@@ -115,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"eca: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    func, _ = SUBCOMMANDS[name]
-    rest = args if name in LIGHTNING_COMMANDS else args[1:]  # LightningCLI parses the subcommand itself
+    func = subcommand(name)
+    rest = args if name in LIGHTNING_COMMANDS else args[1:]
     try:
         code = func(rest)
         sys.stdout.flush()  # here, not at exit: a closed pipe is answered below, not by a traceback
