@@ -6,7 +6,7 @@
         --num-workers 6
 
 The two sides:
-- the hand loop: `create_model`, SGD with the job's settings and the same learning-rate schedule (`schedule_for`),
+- the hand loop: `create_model`, SGD with the job's settings and the same learning-rate schedule (`LRSchedule`),
   iterating the very DataLoader that the job's SyntheticDataModule returns, the classifier's uint8 -> float
   normalisation on the device, cross-entropy, zero_grad, backward, step (Lightning's order);
 - `eca fit`, in this process, through `ecaplatform.cli.main.main` (the `eca` command's own entry point) on a temporary
@@ -61,8 +61,8 @@ TIMER_MODULE = "_eca_bench_step_timer"  # importable name of StepTimer, for the 
 INHERITED_RUN_VARIABLES = ("ECA_RUN_ID", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_NTASKS",
                            "SLURM_PROCID")  # fmt: skip
 # The demo job's optimisation (jobs/demo_cpu.yaml); the hand loop reads the same values.
-MODEL = {"model_name": "eca_resnet18", "lr": 0.1, "momentum": 0.9, "weight_decay": 5.0e-4, "lr_schedule": "cosine",
-         "warmup_epochs": 0.5}  # fmt: skip
+MODEL = {"model_name": "eca_resnet18", "optimizer": {"lr": 0.1, "momentum": 0.9, "weight_decay": 5.0e-4},
+         "schedule": {"kind": "cosine", "warmup_epochs": 0.5}}  # fmt: skip
 
 
 def log(line: str) -> None:
@@ -97,18 +97,15 @@ class HandLoop:
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
         from ecaplatform.datamodules import IMAGENET_MEAN, IMAGENET_STD, SyntheticDataModule
         from ecaplatform.models import create_model
-        from ecaplatform.training.classifier import schedule_for
+        from ecaplatform.training.classifier import LRSchedule
 
         L.seed_everything(0, verbose=False)
         datamodule = SyntheticDataModule(**data_args(args, device))
         loader = datamodule.train_dataloader()  # what the job's trainer gets from the same data module
         self.device = device
         self.model = create_model(MODEL["model_name"], num_classes=datamodule.num_classes).to(device).train()
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=MODEL["lr"], momentum=MODEL["momentum"],
-                                         weight_decay=MODEL["weight_decay"])  # fmt: skip
-        per_epoch = len(loader)
-        self.scheduler = schedule_for(self.optimizer, MODEL["lr_schedule"], per_epoch, total_steps(args),
-                                      warmup_steps=round(MODEL["warmup_epochs"] * per_epoch))  # fmt: skip
+        self.optimizer = torch.optim.SGD(self.model.parameters(), **MODEL["optimizer"])
+        self.scheduler = LRSchedule(**MODEL["schedule"]).scheduler(self.optimizer, len(loader), total_steps(args))
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
         self.batches = iter(loader)

@@ -6,7 +6,7 @@ metrics, plus the paper's claims from claims/eca_net.yaml; then renders the clai
 - cold: query caches and the engine cache cleared before the run (a new server, or the first load after the
   cache TTL expired): the database is read;
 - warm: the same page again within the TTL (what a reader clicking around gets);
-- and the bare query (`leaderboard.queries.claims_board`) without Streamlit, to show where the time goes.
+- and the bare board (`ecaplatform.store.board.build_board`) without Streamlit, to show where the time goes.
 
     .venv/bin/python benchmarks/bench_leaderboard.py [--runs 10000] [--repeats 5] [--keep DIR]
 """
@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from sqlalchemy import insert  # noqa: E402
 
 from ecaplatform.store.claims import read_claims, sync_claims  # noqa: E402
-from ecaplatform.store.database import make_engine, session_scope  # noqa: E402
+from ecaplatform.store.database import Store, session_scope  # noqa: E402
 from ecaplatform.store.schema import Base, EpochMetric, Result, Run  # noqa: E402
 
 APP = REPO_ROOT / "leaderboard" / "app.py"
@@ -43,7 +43,7 @@ def build_store(path: Path, n_runs: int, seed: int = 0) -> dict[str, int]:
     """A store like a busy group's: every claimed model, mostly full val evaluations, some subsets and failures."""
     rng = random.Random(seed)
     url = f"sqlite:///{path}"
-    engine = make_engine(url)
+    engine = Store.at(url).engine()
     Base.metadata.create_all(engine)
     with session_scope(engine) as session:
         sync_claims(session)
@@ -74,7 +74,8 @@ def build_store(path: Path, n_runs: int, seed: int = 0) -> dict[str, int]:
             results.append(
                 {
                     "run_id": run_id, "model_name": model, "dataset": "imagenet", "split": "val", "top1": top1,
-                    "top5": round(top1 + 16.0, 2), "loss": 1.0, "samples_evaluated": split_size,
+                    "top5": round(top1 + 16.0, 2), "metrics": {"top1": top1, "top5": round(top1 + 16.0, 2)},
+                    "loss": 1.0, "samples_evaluated": split_size,
                     "fingerprint": {"dataset": "imagenet", "split": "val", "num_samples": split_size,
                                     "num_classes": 1000, "hash": f"{split_size:064x}"},
                     "created_at": started + timedelta(hours=2),
@@ -104,7 +105,7 @@ def _clear_caches() -> None:
 def time_claims_page(repeats: int) -> dict[str, list[float]]:
     from streamlit.testing.v1 import AppTest
 
-    from leaderboard import queries
+    from ecaplatform.store.board import build_board
 
     timings: dict[str, list[float]] = {
         "first render in a new process": [],
@@ -133,10 +134,9 @@ def time_claims_page(repeats: int) -> dict[str, list[float]]:
         _clear_caches()
         timings["cold"].append(render())
         timings["warm"].append(render())
-        url = os.environ["ECA_DB_URL"]
         start = time.perf_counter()
-        engine = queries.open_readonly(url)
-        queries.claims_board(engine, url)
+        engine = Store.from_env().open_reader()
+        build_board(engine)
         timings["query only"].append(time.perf_counter() - start)
         engine.dispose()
         _clear_caches()

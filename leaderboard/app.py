@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ecaplatform.store.database import StoreError
-from leaderboard import queries, render
+from ecaplatform.store.database import SchemaBehind, StoreError
+from leaderboard import render
 
 st.set_page_config(page_title="ECA-Net leaderboard", page_icon=":trophy:", layout="wide")
 
@@ -23,7 +23,7 @@ page = st.navigation(pages)
 st.html(render.STYLE)  # a style-only block: applies to every page's tables and badges, takes no space
 try:
     page.run()
-except queries.SchemaBehind as problem:  # an older schema than this code reads (a reader never migrates): one line
+except SchemaBehind as problem:  # an older schema than this code reads (a reader never migrates): one line
     st.error(f"The leaderboard cannot show this store yet: {render.md(problem)}")
 except StoreError as problem:  # the store is unreachable, unreadable or misconfigured: say so in one line
     st.error(f"The run store cannot be read: {render.md(problem)}")

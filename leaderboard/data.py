@@ -1,4 +1,4 @@
-"""The app's cached view of the store: one read-only engine per URL, query results kept for a few seconds.
+"""The app's cached view of the store: one read-only engine per store, query results kept for a few seconds.
 
 The short TTL is what lets a run recorded a moment ago appear on the next page load without restarting the
 server, while a burst of reruns (every widget change reruns the script) hits the database once.
@@ -10,47 +10,45 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from ecaplatform.store.database import StoreError, db_url, no_store_message, store_exists
+from ecaplatform.store.board import Board, build_board
+from ecaplatform.store.database import Store
 from leaderboard import queries
 
 CACHE_TTL_S = 5
 
 
-def store_url() -> str:
-    """`$ECA_DB_URL` or the per-user SQLite default, read on every rerun so tests can point it elsewhere."""
-    return db_url()
+def store() -> Store:
+    """The store `$ECA_DB_URL` names (or the per-user SQLite file), read on every rerun so tests can point it
+    elsewhere."""
+    return Store.from_env()
 
 
 @st.cache_resource(show_spinner=False)
-def _engine(url: str) -> Engine:
-    engine = queries.open_readonly(url)
-    if engine is None:  # never cached: an exception leaves nothing in st.cache_resource
-        raise StoreError(no_store_message(url))  # removed since engine_for looked: the page says so
-    return engine
+def _engine(store: Store) -> Engine:
+    # Never cached when it raises (the file was removed since engine_for looked): the page says so.
+    return store.open_reader()
 
 
-def engine_for(url: str) -> Engine | None:
+def engine_for(store: Store) -> Engine | None:
     """The shared read-only engine, or None while the SQLite file does not exist (checked on every call)."""
-    if not store_exists(url):
-        return None
-    return _engine(url)
+    return _engine(store) if store.exists() else None
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def claims_board(url: str) -> queries.ClaimsBoard:
-    return queries.claims_board(engine_for(url), url)
+def claims_board(store: Store) -> Board:
+    return build_board(engine_for(store))
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def runs_frame(url: str) -> pd.DataFrame:
-    return queries.runs_frame(engine_for(url))
+def runs_frame(store: Store) -> pd.DataFrame:
+    return queries.runs_frame(engine_for(store))
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def run_detail(url: str, run_id: str) -> queries.RunDetail | None:
-    return queries.run_detail(engine_for(url), run_id)
+def run_detail(store: Store, run_id: str) -> queries.RunDetail | None:
+    return queries.run_detail(engine_for(store), run_id)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def compare_frame(url: str) -> pd.DataFrame:
-    return queries.compare_frame(claims_board(url))
+def compare_frame(store: Store) -> pd.DataFrame:
+    return queries.compare_frame(claims_board(store))

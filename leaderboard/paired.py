@@ -15,8 +15,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from ecaplatform.store.comparison import ComparisonError, ResultComparison, compare_results
+from ecaplatform.store.database import has_tables
 from ecaplatform.store.schema import Result, ResultOutcome, Run
-from leaderboard.queries import has_tables
 
 CLASSES_SHOWN = 10  # per-class plot: the classes where the two differ most
 PREFERRED_DATASET = "imagenet"  # the paper's numbers are ImageNet val: compare there when both were evaluated there

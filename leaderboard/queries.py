@@ -1,50 +1,29 @@
 """Read-only data access for the leaderboard: plain SQLAlchemy in, plain data (dataclasses, DataFrames) out.
 
 Nothing here imports Streamlit, so the queries are testable and benchmarkable on their own; `leaderboard.data`
-adds the caching. Every function takes an engine opened with `make_engine(url, readonly=True)` (or None when
-the SQLite file does not exist yet) and never writes. Claim statuses come from
+adds the caching. Every function takes an engine from `Store.reader()` (or None when the SQLite file does not exist
+yet) and never writes. The claims board is `ecaplatform.store.board`'s, and claim statuses come from
 `ecaplatform.store.verification`: the rule lives there, not here.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
-from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import Session
 
 from ecaplatform.paper import paper_result
-from ecaplatform.store.claims import claims_file, read_claims
-from ecaplatform.store.database import (  # display_url: password hidden, never raises
-    StoreError,
-    display_url,
-    reader_engine,
-    schema_behind,
-)
+from ecaplatform.store.board import METRIC_NAMES, Board
+from ecaplatform.store.database import has_tables
 from ecaplatform.store.pipelines import pipeline_label
 from ecaplatform.store.schema import Claim, EpochMetric, Result, Run
-from ecaplatform.store.verification import (
-    LOST,
-    ClaimStatus,
-    display_order,
-    evaluate_claims,
-    run_status,
-    run_status_expression,
-    status_of,
-)
-
-# What the store can look like to the app.
-STORE_OK = "ok"
-STORE_MISSING = "missing"  # the SQLite file does not exist yet (a fresh user)
-STORE_UNINITIALISED = "uninitialised"  # the database exists but has no tables (no `eca db upgrade` yet)
-
-METRIC_NAMES = {"top1": "top-1", "top5": "top-5"}
+from ecaplatform.store.verification import LOST, evaluate_claims, run_status, run_status_expression
 
 # The curves the run page draws, by panel.
 LOSS_CURVES = ("train_loss", "val_loss")
@@ -52,124 +31,11 @@ ACCURACY_CURVES = ("val_top1", "val_top5", "train_top1")
 
 
 @dataclass(frozen=True)
-class ClaimRow:
-    """One line of the claims table: the claim, the platform's verdict and its evidence."""
-
-    claim_id: str
-    label: str
-    backbone: str
-    method: str
-    model: str
-    dataset: str
-    metric: str
-    claimed: float
-    public: bool
-    status: str
-    verified: float | None
-    delta: float | None
-    samples_evaluated: int | None
-    expected_samples: int
-    evidence_run_id: str | None
-    best_other_value: float | None
-    best_other_run_id: str | None
-    best_other_reason: str | None
-
-
-@dataclass(frozen=True)
-class ClaimsBoard:
-    store_state: str  # STORE_OK | STORE_MISSING | STORE_UNINITIALISED
-    store_url: str  # password hidden
-    claims_source: str  # "store" or the claims YAML path the claims were read from
-    rows: list[ClaimRow] = field(default_factory=list)
-    run_count: int = 0
-
-
-@dataclass(frozen=True)
 class RunDetail:
     run: dict[str, Any]  # the run's columns
-    results: pd.DataFrame  # one row per final evaluation
+    results: pd.DataFrame  # one row per final evaluation, a column per metric name
     curves: pd.DataFrame  # long format: epoch, name, value
     evidence_for: list[str]  # claims this run is the evidence for: "ECA-Net (ResNet-50) top-1 77.48 (Verified)"
-
-
-class SchemaBehind(StoreError):
-    """The store is at an older schema than this version reads: every page says so in one line (a reader never
-    migrates; `eca db upgrade` or any `eca fit` does)."""
-
-
-def open_readonly(url: str) -> Engine | None:
-    """A read-only engine, or None when the SQLite file does not exist (the app then shows the claims YAML).
-    A store in a folder this user cannot write is read as it is (see `store.make_engine`)."""
-    return reader_engine(url)
-
-
-_engines_with_tables: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-def has_tables(engine: Engine) -> bool:
-    """Whether the store has its tables, at the schema this version reads: SchemaBehind (schema_behind's one line)
-    when they are older. Only a yes is remembered: an empty or old store may be migrated at any time."""
-    if engine not in _engines_with_tables:
-        if not {Claim.__tablename__, Run.__tablename__, Result.__tablename__} <= set(inspect(engine).get_table_names()):
-            return False
-        behind = schema_behind(engine)
-        if behind is not None:
-            raise SchemaBehind(behind)
-        _engines_with_tables.add(engine)
-    return True
-
-
-# ----------------------------------------------------------------------------------------------- claims
-
-
-def yaml_claims() -> tuple[list[Claim], str]:
-    """The paper's claims from the claims YAML, as transient Claim objects (no store), and where they came from."""
-    path = claims_file()
-    return [Claim(**fields) for fields in read_claims(path)], str(path)
-
-
-def _claim_row(status: ClaimStatus) -> ClaimRow:
-    claim = status.claim
-    return ClaimRow(
-        claim_id=claim.id,
-        label=claim.label,
-        backbone=claim.backbone,
-        method=claim.method,
-        model=claim.model,
-        dataset=claim.dataset,
-        metric=claim.metric,
-        claimed=claim.claimed,
-        public=bool(claim.public),
-        status=status.status,
-        verified=status.verified_value,
-        delta=status.delta,
-        samples_evaluated=status.samples_evaluated,
-        expected_samples=claim.expected_samples,
-        evidence_run_id=status.evidence_run_id,
-        best_other_value=status.best_other_value,
-        best_other_run_id=status.best_other_run_id,
-        best_other_reason=status.best_other_reason,
-    )
-
-
-def claims_board(engine: Engine | None, url: str) -> ClaimsBoard:
-    """Every claim with its status. Without a store (or with an empty one) the YAML claims show as Unverified."""
-    shown_url = display_url(url)
-    if engine is None or not has_tables(engine):
-        claims, source = yaml_claims()
-        rows = [_claim_row(status_of(claim, [])) for claim in display_order(claims)]
-        state = STORE_MISSING if engine is None else STORE_UNINITIALISED
-        return ClaimsBoard(store_state=state, store_url=shown_url, claims_source=source, rows=rows)
-
-    with Session(engine) as session:
-        statuses = evaluate_claims(session)
-        source = "store"
-        if not statuses:  # tables exist but `eca claims` never loaded them: judge the YAML claims on the store
-            claims, source = yaml_claims()
-            statuses = evaluate_claims(session, display_order(claims))
-        run_count = session.scalar(select(func.count()).select_from(Run)) or 0
-        rows = [_claim_row(status) for status in statuses]
-    return ClaimsBoard(store_state=STORE_OK, store_url=shown_url, claims_source=source, rows=rows, run_count=run_count)
 
 
 # ------------------------------------------------------------------------------------------------- runs
@@ -312,8 +178,7 @@ def run_detail(engine: Engine | None, run_id: str) -> RunDetail | None:
                 {
                     "dataset": r.dataset,
                     "split": r.split,
-                    "top1": r.top1,
-                    "top5": r.top5,
+                    **r.metric_values,  # the names its claims use: top1, top5 for classification
                     "loss": r.loss,
                     "samples_evaluated": r.samples_evaluated,
                     "split_size": (r.fingerprint or {}).get("num_samples"),
@@ -322,9 +187,7 @@ def run_detail(engine: Engine | None, run_id: str) -> RunDetail | None:
                     "created_at": _aware(r.created_at),
                 }
                 for r in session.scalars(select(Result).where(Result.run_id == run_id).order_by(Result.id))
-            ],
-            columns=["dataset", "split", "top1", "top5", "loss", "samples_evaluated", "split_size", "fingerprint",
-                     "pipeline", "created_at"],
+            ]
         )
         curve_rows = session.execute(
             select(EpochMetric.epoch, EpochMetric.name, EpochMetric.value)
@@ -344,7 +207,7 @@ def run_detail(engine: Engine | None, run_id: str) -> RunDetail | None:
 # ---------------------------------------------------------------------------------------------- compare
 
 
-def compare_frame(board: ClaimsBoard) -> pd.DataFrame:
+def compare_frame(board: Board) -> pd.DataFrame:
     """Top-1 claims per backbone: the paper's number next to ours, with the paper's parameter count.
 
     "Ours" is the best result that qualifies under the verification rule (full split, counted once), so a
@@ -352,19 +215,20 @@ def compare_frame(board: ClaimsBoard) -> pd.DataFrame:
     """
     records = []
     for row in board.rows:
-        if row.metric != "top1":
+        claim = row.claim
+        if claim.metric != "top1":
             continue
-        paper = paper_result(row.model)  # ecaplatform/paper.py: no torch
+        paper = paper_result(claim.model)  # ecaplatform/paper.py: no torch
         records.append(
             {
-                "backbone": row.backbone,
-                "method": row.method,
-                "model": row.model,
-                "dataset": row.dataset,
+                "backbone": claim.backbone,
+                "method": claim.method,
+                "model": claim.model,
+                "dataset": claim.dataset,
                 "params_m": paper and paper.params_m,
                 "flops_g": paper and paper.flops_g,
-                "paper_top1": row.claimed,
-                "our_top1": row.verified,
+                "paper_top1": claim.claimed,
+                "our_top1": row.verified_value,
                 "delta": row.delta,
                 "status": row.status,
                 "evidence_run_id": row.evidence_run_id,

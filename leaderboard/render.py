@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from ecaplatform.store.board import BoardRow
 from ecaplatform.store.verification import LOST, NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
-from leaderboard.queries import ClaimRow
 
 RUN_PAGE = "run"  # the Run page's url_path (see app.py)
 
@@ -151,21 +151,22 @@ def table_html(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: S
 CLAIM_HEADERS = ("Dataset", "Model", "Metric", "Claimed", "Verified", "Δ", "Status", "Samples evaluated", "Evidence")
 
 
-def claim_cells(row: ClaimRow) -> list[str]:
+def claim_cells(row: BoardRow) -> list[str]:
+    claim = row.claim
     return [
-        escape(DATASET_LABELS.get(row.dataset, row.dataset)),
-        escape(row.label),
-        escape(METRIC_LABELS.get(row.metric, row.metric)),
-        fmt_percent(row.claimed),
-        fmt_percent(row.verified),
+        escape(DATASET_LABELS.get(claim.dataset, claim.dataset)),
+        escape(claim.label),
+        escape(METRIC_LABELS.get(claim.metric, claim.metric)),
+        fmt_percent(claim.claimed),
+        fmt_percent(row.verified_value),
         fmt_delta(row.delta),
         status_badge(row.status),
-        fmt_count(row.samples_evaluated, row.expected_samples if row.samples_evaluated is not None else None),
+        fmt_count(row.samples_evaluated, claim.expected_samples if row.samples_evaluated is not None else None),
         run_link(row.evidence_run_id),
     ]
 
 
-def claim_note(row: ClaimRow) -> str | None:
+def claim_note(row: BoardRow) -> str | None:
     """Why the best result on record does not count, when there is one and the claim is not verified."""
     if row.best_other_value is None or row.status == VERIFIED:
         return None
@@ -173,23 +174,6 @@ def claim_note(row: ClaimRow) -> str | None:
         f"&#8627; best non-qualifying result: {row.best_other_value:.2f} in {run_link(row.best_other_run_id)}, "
         f"not evidence: {escape(row.best_other_reason or 'it does not qualify')}"
     )
-
-
-def claims_table_html(rows: Sequence[ClaimRow]) -> str:
-    """The claims table; a claim with a result that does not qualify gets a note row under it saying why."""
-    numeric = (3, 4, 5, 7)
-    head = "".join(f"<th>{escape(h)}</th>" for h in CLAIM_HEADERS)
-    body = []
-    for row in rows:
-        note = claim_note(row)
-        cells = "".join(
-            f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(claim_cells(row))
-        )
-        body.append(f'<tr class="has-note">{cells}</tr>' if note else f"<tr>{cells}</tr>")
-        if note:
-            span = len(CLAIM_HEADERS)
-            body.append(f'<tr class="note-row"><td colspan="{span}"><div class="note">{note}</div></td></tr>')
-    return f'<table class="eca"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 def key_value_html(items: Iterable[tuple[str, Any]]) -> str:

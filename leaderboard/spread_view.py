@@ -1,41 +1,22 @@
-"""The Claims page's seed spreads: read-only queries and the claims table with a Seed spread column.
+"""The Claims page's claims table with a Seed spread column.
 
-Nothing here imports Streamlit (the page caches); the spread itself, and which runs share a recipe, are decided in
-`ecaplatform.store.spread`, the one place that says so, exactly as `eca claims` shows it.
+Nothing here imports Streamlit; the spread itself, and which runs share a recipe, are decided in
+`ecaplatform.store.spread`, the one place that says so, and are on the board exactly as `eca claims` shows them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from html import escape
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
-
-from ecaplatform.store.schema import Claim
-from ecaplatform.store.spread import SPREAD_RULE, SeedSpread, claim_evidence, spread_label
+from ecaplatform.store.board import BoardRow
+from ecaplatform.store.spread import SPREAD_RULE, SeedSpread, spread_label
 from leaderboard import render
-from leaderboard.queries import STORE_OK, ClaimRow, ClaimsBoard, yaml_claims
 
 SPREAD_HEADER = "Seed spread"
 SPREAD_CAPTION = (
     f"{SPREAD_RULE} Shown as: best of n seeds: mean ± sd (runs, not seeds, where a seed repeats or was not recorded)."
 )
-
-
-def claim_spreads(engine: Engine | None, board: ClaimsBoard) -> dict[str, SeedSpread]:
-    """The seed spread of each claim on `board` that has an evidence run, by claim id."""
-    with_evidence = [row for row in board.rows if row.evidence_run_id]
-    if engine is None or board.store_state != STORE_OK or not with_evidence:
-        return {}
-    with Session(engine) as session:
-        ids = [row.claim_id for row in with_evidence]
-        claims = {claim.id: claim for claim in session.scalars(select(Claim).where(Claim.id.in_(ids)))}
-        if len(claims) < len(ids):  # the board judged the YAML's claims (the store has none loaded yet)
-            claims = {claim.id: claim for claim in yaml_claims()[0]} | claims
-        pairs = [(claims[row.claim_id], row.evidence_run_id) for row in with_evidence if row.claim_id in claims]
-        evidence = claim_evidence(session, pairs)
-    return {claim_id: found.spread for claim_id, found in evidence.items() if found.spread is not None}
 
 
 def spread_cell(spread: SeedSpread | None) -> str:
@@ -51,8 +32,9 @@ def spread_cell(spread: SeedSpread | None) -> str:
     return f'<span style="white-space: normal" title="{escape(title, quote=True)}">{text}</span>'
 
 
-def claims_table_html(rows: Sequence[ClaimRow], spreads: Mapping[str, SeedSpread]) -> str:
-    """render.claims_table_html with a Seed spread column after Verified (cells and notes from render)."""
+def claims_table_html(rows: Sequence[BoardRow]) -> str:
+    """The claims table (cells from render) with a Seed spread column after Verified; a claim with a result that
+    does not qualify gets a note row under it saying why (render.claim_note)."""
     headers = list(render.CLAIM_HEADERS)
     at = headers.index("Verified") + 1
     headers.insert(at, SPREAD_HEADER)
@@ -61,7 +43,7 @@ def claims_table_html(rows: Sequence[ClaimRow], spreads: Mapping[str, SeedSpread
     body = []
     for row in rows:
         cells = render.claim_cells(row)
-        cells.insert(at, spread_cell(spreads.get(row.claim_id)))
+        cells.insert(at, spread_cell(row.evidence.spread if row.evidence else None))
         html = "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(cells))
         note = render.claim_note(row)
         body.append(f'<tr class="has-note">{html}</tr>' if note else f"<tr>{html}</tr>")

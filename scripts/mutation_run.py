@@ -43,17 +43,14 @@ MODULES: dict[str, list[str]] = {
         *(f"{_BASE}xǁClassificationDataModuleǁ{name}*" for name in (
             "_world", "_sampler", "_batch_size", "_loader", "val_dataloader", "test_dataloader")),
     ],  # fmt: skip
-    # What decides the run's record and its result; not W&B's link, the heartbeat thread (a run's liveness) or
-    # the logger plumbing.
+    # What decides the run's record, its status and its result (the recorder callback, the StoreLogger, the run's
+    # status moves) and the per-image outcomes; not W&B's link or the heartbeat thread (a run's liveness).
     "recorder": [
-        *(f"ecaplatform.training.recorder.x_{name}*" for name in ("_scalar", "_finite", "_find",
-                                                                 "whole_split_outcomes")),
-        *(f"ecaplatform.training.recorder.xǁRunRecorderǁ{name}*" for name in (
-            "__init__", "_model_name", "_fingerprint", "_pipeline", "_scalars", "_evaluated_checkpoint",
-            "_checkpoint_fields", "_begin", "setup", "_on_logged", "on_slurm_requeued", "on_fit_start",
-            "on_validation_start", "on_test_start", "on_validation_epoch_end", "on_train_epoch_end",
-            "on_train_epoch_start", "on_train_end", "on_train_batch_start", "on_validation_end", "on_test_end",
-            "on_fit_end", "_add_result", "_outcomes", "on_exception", "teardown")),
+        "ecaplatform.training.recorder.*", "ecaplatform.training.outcomes_metric.*",
+        *(f"ecaplatform.training.store_logger.{name}*" for name in ("x__scalar", "x_finite", *(
+            f"xǁStoreLoggerǁ{method}" for method in ("log_metrics", "after_save_checkpoint", "finalize", "stopped",
+                                                     "_checkpoint_fields")))),
+        *(f"ecaplatform.training.run.xǁRunStatusǁ{name}*" for name in ("queued", "start", "end", "requeued")),
     ],  # fmt: skip
     "eca + kernel policy": [
         "ecaplatform.models.eca.*",
@@ -63,13 +60,11 @@ MODULES: dict[str, list[str]] = {
     ],
     "checkpoint": ["ecaplatform.models.checkpoint.*"],
     # How a reader opens the store (read-only, never creating it). Not the URL parsing the writers share
-    # (parse_url, sqlite_path): every test opens a store, so each of their mutants would run the whole selection.
+    # (Store.at, Store.path): every test opens a store, so each of their mutants would run the whole selection.
     "store readers": [
-        *(f"{_STORE}x_{name}*" for name in (
-            "store_exists", "make_engine", "reader_engine", "open_reader", "_sqlite_engine",
-            "_connect_sqlite_readonly", "schema_behind")),
-        f"{_STORE}x_has_table_*",  # has_table, not has_tables of the leaderboard below
-        "leaderboard.queries.x_open_readonly*", "leaderboard.queries.x_has_tables*",
+        *(f"{_STORE}xǁStoreǁ{name}*" for name in ("exists", "engine", "reader", "open_reader")),
+        *(f"{_STORE}x_{name}*" for name in ("_sqlite_engine", "_connect_sqlite_readonly", "schema_behind",
+                                            "has_tables")),
     ],  # fmt: skip
 }
 

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from ecaplatform.cli.leaderboard import app_path
 from ecaplatform.store.claims import sync_claims
-from ecaplatform.store.database import make_engine, session_scope
+from ecaplatform.store.database import Store, session_scope
 from ecaplatform.store.schema import Base, EpochMetric, Result, Run
 
 APP = str(app_path())  # the installed `leaderboard` package's, as `eca leaderboard` runs it
@@ -40,7 +40,7 @@ def imagenet_val_fingerprint(num_samples: int = IMAGENET_VAL_SIZE) -> dict:
 
 def create_store(url: str, *, with_claims: bool = True) -> Engine:
     """A writable engine on a new store with every table, and the paper's claims loaded from claims/eca_net.yaml."""
-    engine = make_engine(url)
+    engine = Store.at(url).engine()
     Base.metadata.create_all(engine)
     if with_claims:
         with session_scope(engine) as session:
@@ -131,6 +131,7 @@ def run_rows(spec: RunSpec) -> list[object]:
                 model_name=spec.model,
                 dataset=spec.dataset,
                 split="val",
+                metrics={name: v for name, v in (("top1", spec.top1), ("top5", spec.top5)) if v is not None},
                 top1=spec.top1,
                 top5=spec.top5,
                 loss=1.0,

@@ -20,8 +20,7 @@ from ecaplatform.store.comparison import (
     fmt_p,
     newest_val_result,
 )
-from ecaplatform.store.database import StoreError, has_table, open_reader, schema_behind, session_scope
-from ecaplatform.store.schema import Run
+from ecaplatform.store.database import Store, StoreError, has_tables, session_scope
 
 # How each side's result was chosen (`chosen` below: one per side).
 NEWEST_VAL = "the run's newest val result"
@@ -91,13 +90,11 @@ def compare_main(argv: list[str]) -> int:
             parser.error(f"with --result, RUN_A and RUN_B are result ids (numbers), got {args.a!r} and {args.b!r}")
 
     try:
-        engine = open_reader()  # read-only, never creates or migrates: as `eca runs`
+        engine = Store.from_env().open_reader()  # read-only, never creates or migrates: as `eca runs`
         try:
-            if not has_table(engine, Run.__tablename__):  # a database nobody has migrated: nothing recorded
+            if not has_tables(engine):  # a database nobody has migrated: nothing recorded (older: SchemaBehind)
                 what = "result" if args.result else "run"
                 raise ComparisonError(f"no {what} with id {args.a!r}: the store has no runs yet")
-            if behind := schema_behind(engine):
-                raise StoreError(behind)
             with session_scope(engine) as session:
                 if args.result:
                     chosen = [GIVEN] * 2

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ecaplatform import __version__
-from ecaplatform.cli.store_commands import claim_record, read_claims_report
 from ecaplatform.paper import PAPER
-from ecaplatform.store.claims import METRICS, ClaimsFileError
-from ecaplatform.store.database import StoreError
+from ecaplatform.store.board import METRIC_NAMES, read_board
+from ecaplatform.store.claims import METRICS, TASK_METRICS, ClaimsFileError
+from ecaplatform.store.database import Store, StoreError
 from ecaplatform.store.pipelines import PIPELINES
 from ecaplatform.store.spread import SPREAD_RULE
 from ecaplatform.store.verification import NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
@@ -37,7 +37,7 @@ from ecaplatform.store.verification import NOT_REPRODUCED, RUNNING, UNVERIFIED, 
 BOARD_FILE = "board.json"
 SCHEMA_FILE = "schema.json"
 BADGES_DIR = "badges"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each claim names its task
 STATUSES = (VERIFIED, NOT_REPRODUCED, UNVERIFIED, RUNNING)
 VERIFICATION_RULE = (
     "A claim is verified only by a result of a succeeded run on the claim's dataset and split that covers the "
@@ -45,7 +45,6 @@ VERIFICATION_RULE = (
     "at most `tolerance` points below the claimed value (better always verifies); anything else is shown, never "
     "verifying (ecaplatform/store/verification.py)."
 )
-METRIC_NAMES = {"top1": "top-1", "top5": "top-5"}
 # shields.io's colours: brightgreen, red, lightgrey, blue; the label side is its grey.
 BADGE_COLOURS = {VERIFIED: "#4c1", NOT_REPRODUCED: "#e05d44", UNVERIFIED: "#9f9f9f", RUNNING: "#007ec6"}
 LABEL_COLOUR = "#555"
@@ -102,13 +101,14 @@ BOARD_SCHEMA: dict[str, Any] = {
             "type": "object",
             "description": "One claim, exactly as `eca claims --json` prints it.",
             "additionalProperties": False,
-            "required": ["id", "label", "dataset", "split", "model", "metric", "claimed", "tolerance", "public",
+            "required": ["id", "label", "task", "dataset", "split", "model", "metric", "claimed", "tolerance", "public",
                          "status", "verified_value", "delta", "evidence_run_id", "samples_evaluated",
                          "evidence_fingerprint", "evidence_pipeline", "seed_spread", "best_other_value",
                          "best_other_run_id", "best_other_reason"],  # fmt: skip
             "properties": {
                 "id": {"type": "string", "pattern": f"^{SAFE_ID.pattern}$"},
                 "label": {"type": "string"},
+                "task": {"enum": list(TASK_METRICS)},
                 "dataset": {"type": "string"},
                 "split": {"type": "string"},
                 "model": {"type": "string", "description": "registry model name"},
@@ -331,8 +331,7 @@ def export_main(argv: list[str]) -> int:
 
     try:
         _prepare(args.dir)  # a folder we cannot write fails before the store is read
-        report = read_claims_report(public=args.public, model=args.model)
-        records = [claim_record(s, report.evidence.get(s.claim.id)) for s in report.statuses]
+        records = [row.record() for row in read_board(Store.from_env(), public=args.public, model=args.model).rows]
         written = export_board(args.dir, records)
     except (ExportError, StoreError, ClaimsFileError) as exc:
         print(f"eca export: {exc}", file=sys.stderr)

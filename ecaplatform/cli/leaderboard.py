@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from ecaplatform.store.database import ENV_VAR, StoreError, display_url, parse_url
+from ecaplatform.store.database import ENV_VAR, Store, StoreError
 
 DEFAULT_PORT = 8501
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
               "repository installs it", file=sys.stderr)  # fmt: skip
         return 2
     try:
-        store_url = parse_url(args.db_url)  # no URL, or another database: said here, not on every page
+        store = Store.at(args.db_url)  # no URL, or another database: said here, not on every page
     except StoreError as exc:
         print(f"eca leaderboard: {'--db-url: ' if args.db_url else ''}{exc}", file=sys.stderr)
         return 2
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(" ".join(command))
         return 0
-    shown_url = display_url(store_url)  # the password hidden, here and on every page
+    shown_url = store.display_url  # the password hidden, here and on every page
     print(f"ECA-Net leaderboard: http://{args.address}:{args.port} (store {shown_url}, opened read-only)", flush=True)
     os.execv(command[0], command)  # replaces this process: Ctrl-C and kill reach Streamlit directly
     return 0  # not reached

@@ -10,94 +10,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, ScalarSelect, select
-from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from ecaplatform.cli.text_table import text_table
-from ecaplatform.store.claims import ClaimsFileError, ensure_claims, read_claims
+from ecaplatform.store.board import STORE_MISSING, read_board
+from ecaplatform.store.claims import ClaimsFileError, ensure_claims
 from ecaplatform.store.database import (
+    Store,
     StoreError,
     current_revision,
-    display_url,
-    has_table,
+    has_tables,
     head_revision,
-    make_engine,
-    no_store_message,
-    open_reader,
-    parse_url,
-    reader_engine,
-    schema_behind,
     session_scope,
-    store_exists,
     upgrade,
 )
-from ecaplatform.store.schema import Claim, EpochMetric, Result, Run
-from ecaplatform.store.spread import ClaimEvidence, claim_evidence, spread_label
-from ecaplatform.store.verification import (
-    SHOWN_RUN_STATUSES,
-    ClaimStatus,
-    display_order,
-    evaluate_claims,
-    run_status,
-    run_status_expression,
-    status_of,
-)
+from ecaplatform.store.schema import EpochMetric, Result, Run
+from ecaplatform.store.spread import spread_label
+from ecaplatform.store.verification import SHOWN_RUN_STATUSES, run_status, run_status_expression
 
 
 def _pct(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
-
-
-@dataclass(frozen=True)
-class ClaimsReport:
-    """Every claim's status with its evidence (result fingerprint, pipeline, seed spread), read without writing."""
-
-    statuses: list[ClaimStatus]
-    evidence: dict[str, ClaimEvidence]  # by claim id; only claims with an evidence run
-    url: URL
-    has_store: bool  # False: no store yet, every claim Unverified
-
-
-def read_claims_report(*, public: bool = False, model: str | None = None) -> ClaimsReport:
-    """The claims file judged against the store, read-only (a missing store is not created): what `eca claims`
-    and `eca export` show. Raises StoreError or ClaimsFileError with a one-line message."""
-    url = parse_url()
-    claims = display_order(Claim(**fields) for fields in read_claims())  # the claims file says which there are
-    claims = [c for c in claims if (not public or c.public) and (not model or c.model == model)]
-    engine = reader_engine(url)  # None: no store yet, and looking does not create one
-    evidence: dict[str, ClaimEvidence] = {}
-    if engine is None or not has_table(engine, Result.__tablename__):
-        statuses = [status_of(claim, []) for claim in claims]
-    else:
-        try:
-            if behind := schema_behind(engine):
-                raise StoreError(behind)
-            with session_scope(engine) as session:
-                statuses = evaluate_claims(session, claims)
-                evidence = claim_evidence(session, [(s.claim, s.evidence_run_id) for s in statuses])
-        finally:
-            engine.dispose()
-    return ClaimsReport(statuses=statuses, evidence=evidence, url=url, has_store=engine is not None)
-
-
-def claim_record(status: ClaimStatus, evidence: ClaimEvidence | None) -> dict[str, Any]:
-    """One claim as plain JSON data: `eca claims --json` and `eca export`'s board.json (its schema: export.py)."""
-    claim = status.claim
-    return {
-        "id": claim.id, "label": claim.label, "dataset": claim.dataset, "split": claim.split, "model": claim.model,
-        "metric": claim.metric, "claimed": claim.claimed, "tolerance": claim.tolerance, "public": bool(claim.public),
-        "status": status.status, "verified_value": status.verified_value, "delta": status.delta,
-        "evidence_run_id": status.evidence_run_id, "samples_evaluated": status.samples_evaluated,
-        "evidence_fingerprint": evidence.fingerprint if evidence else None,
-        "evidence_pipeline": evidence.pipeline if evidence else None,
-        "seed_spread": evidence.spread.as_dict() if evidence and evidence.spread else None,
-        "best_other_value": status.best_other_value, "best_other_run_id": status.best_other_run_id,
-        "best_other_reason": status.best_other_reason,
-    }  # fmt: skip
 
 
 def claims_main(argv: list[str]) -> int:
@@ -108,21 +44,19 @@ def claims_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     try:
-        report = read_claims_report(public=args.public, model=args.model)
+        store = Store.from_env()
+        board = read_board(store, public=args.public, model=args.model)
     except (StoreError, ClaimsFileError) as exc:
         print(f"eca claims: {exc}", file=sys.stderr)
         return 1
-    statuses = report.statuses
     if args.json:
-        print(json.dumps([claim_record(s, report.evidence.get(s.claim.id)) for s in statuses], indent=2))
+        print(json.dumps([row.record() for row in board.rows], indent=2))
         return 0
     rows = []
-    for s in statuses:
-        measured = _pct(s.verified_value)
-        evidence = s.evidence_run_id
-        spread = report.evidence[s.claim.id].spread if s.claim.id in report.evidence else None
-        if spread is not None:
-            measured += f" ({spread_label(spread)})"
+    for s in board.rows:
+        measured, evidence = _pct(s.verified_value), s.evidence_run_id
+        if s.evidence is not None and s.evidence.spread is not None:
+            measured += f" ({spread_label(s.evidence.spread)})"
         if s.verified_value is None and s.best_other_value is not None:
             # Shown, never verifying: say why next to the number.
             measured = f"({_pct(s.best_other_value)})"
@@ -131,13 +65,13 @@ def claims_main(argv: list[str]) -> int:
             [s.claim.label, s.claim.dataset, s.claim.metric, _pct(s.claim.claimed), measured, s.status, evidence]
         )
     print(text_table(["Claim", "Dataset", "Metric", "Claimed", "Measured", "Status", "Evidence"], rows))
-    if report.evidence:
+    if any(s.evidence is not None for s in board.rows):
         print("\nMeasured: the best qualifying value; in brackets n, mean ± sample std of the qualifying results of "
               "the fit runs with its recipe (its config without seeds, paths and logging).")  # fmt: skip
-    if not report.has_store:
-        print(f"\n{len(statuses)} claims, none verified: {no_store_message(report.url)}")
+    if board.state == STORE_MISSING:
+        print(f"\n{len(board.rows)} claims, none verified: {store.missing_message()}")
     else:
-        print(f"\n{len(statuses)} claims; store: {display_url(report.url)}")
+        print(f"\n{len(board.rows)} claims; store: {store.display_url}")
     return 0
 
 
@@ -151,7 +85,7 @@ def runs_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     try:
-        engine = open_reader()
+        engine = Store.from_env().open_reader()
         try:
             rows = _runs(engine, args)
         finally:
@@ -171,11 +105,8 @@ def runs_main(argv: list[str]) -> int:
 
 def _runs(engine: Engine, args: argparse.Namespace) -> list[list[Any]] | None:
     """The listing's rows, or for --show print the run and return [] (None: no such run)."""
-    if not has_table(engine, Run.__tablename__):  # a database nobody has migrated yet: no runs
+    if not has_tables(engine):  # a database nobody has migrated yet: no runs (an older schema: SchemaBehind)
         return None if args.show else []
-    behind = schema_behind(engine)
-    if behind:
-        raise StoreError(behind)
     with session_scope(engine) as session:
         if args.show:
             run = session.get(Run, args.show)
@@ -243,23 +174,23 @@ def db_main(argv: list[str]) -> int:
 
 
 def _db(action: str) -> int:
-    url = parse_url()
+    store = Store.from_env()
     if action == "url":
-        print(display_url(url))
-        if not store_exists(url):
-            print(f"eca db url: {no_store_message(url)}", file=sys.stderr)
+        print(store.display_url)
+        if not store.exists():
+            print(f"eca db url: {store.missing_message()}", file=sys.stderr)
         return 0
     if action == "current":
-        engine = open_reader(url)
+        engine = store.open_reader()
         revision = current_revision(engine)
         engine.dispose()
-        print(f"store {display_url(url)}: at {revision or 'no revision (never migrated)'}, newest {head_revision()}")
+        print(f"store {store.display_url}: at {revision or 'no revision (never migrated)'}, newest {head_revision()}")
         return 0
-    engine = make_engine(url)
+    engine = store.engine()
     before = current_revision(engine)
     after = upgrade(engine)
     ensure_claims(engine)
     engine.dispose()
     change = "already at" if before == after else f"upgraded from {before or 'empty'} to"
-    print(f"store {display_url(url)}: {change} {after}")
+    print(f"store {store.display_url}: {change} {after}")
     return 0

@@ -25,7 +25,7 @@ from typing import Any, get_args, get_type_hints
 
 import yaml
 
-from ecaplatform.training.jobspec import COMMANDS, JobSpec, Resources
+from ecaplatform.training.jobspec import COMMANDS, JobSpec, Resources, UnsafeIdentifierError
 
 DEFAULT_SLURM_DIR = Path("runs") / "slurm"
 LAUNCHERS: tuple[str, ...] = get_args(get_type_hints(JobSpec)["launcher"])  # what `eca submit --launcher` takes
@@ -163,8 +163,7 @@ def _job_environment(*, for_sbatch: bool) -> dict[str, str]:
 
 def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path, overrides: Sequence[str] = ()) -> str:
     """Record the run as queued, sbatch the script, and store the SLURM job id on the run. Returns the job id."""
-    from ecaplatform.store.database import writer_engine
-    from ecaplatform.store.writes import finish_run, upsert_run
+    from ecaplatform.training.run import RunStatus
 
     if shutil.which("sbatch") is None:
         raise JobFileError("sbatch not found: `launcher: slurm` needs a SLURM client on this machine")
@@ -173,20 +172,20 @@ def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path, overrides: 
     script_path.write_text(sbatch_script(job, command, run_id, log_dir, Path.cwd(), overrides))
     script_path.chmod(0o600)
 
-    engine = writer_engine()
     # Queued before sbatch: the job may start (and mark itself running) before sbatch even returns.
-    upsert_run(engine, run_id, job_name=job.spec.name, claim_id=job.spec.claim, command=command,
-               model_name=job.config["model"]["model_name"], status="queued", config=job.config)  # fmt: skip
+    run = RunStatus(run_id)
+    run.queued(job_name=job.spec.name, claim_id=job.spec.claim, command=command,
+               model_name=job.config["model"]["model_name"], config=job.config)  # fmt: skip
     # The store's URL goes through the job's environment, never the script: --export=ALL (also where a site
     # defaults to less) hands the job this environment, and SLURM keeps it for a requeued job. It is then
     # readable only by the user's own processes and SLURM's administrators.
     proc = subprocess.run(["sbatch", "--parsable", "--export=ALL", str(script_path)], capture_output=True,
                           text=True, env=_job_environment(for_sbatch=True))  # fmt: skip
     if proc.returncode != 0:
-        finish_run(engine, run_id, "failed", error=f"sbatch failed: {proc.stderr.strip()}")
+        run.end("failed", error=f"sbatch failed: {proc.stderr.strip()}")
         raise JobFileError(f"sbatch {script_path} failed ({proc.returncode}): {proc.stderr.strip()}")
     slurm_id = proc.stdout.strip().split(";")[0]
-    upsert_run(engine, run_id, slurm_job_id=slurm_id)
+    run.slurm_job(slurm_id)
     return slurm_id
 
 
@@ -254,19 +253,8 @@ def signal_name(signum: int) -> str:
 def record_child_end(run_id: str, code: int, forwarded: Sequence[int] = ()) -> str | None:
     """If the run is still queued or running after its process exited, end it with what the exit code says
     (failed, or interrupted when we passed a signal on); returns the error written, None if nothing was."""
-    from ecaplatform.store.database import make_engine, session_scope, writer_engine
-    from ecaplatform.store.schema import Run
-    from ecaplatform.store.writes import finish_run
+    from ecaplatform.training.run import RunStatus
 
-    try:
-        with session_scope(make_engine(readonly=True)) as session:  # read-only: never create a store here
-            run = session.get(Run, run_id)
-            status = run.status if run is not None else None
-    except Exception:  # no store yet, or not reachable: the child recorded nothing either
-        return None
-    if status not in ("queued", "running"):
-        return None  # it recorded its own end (or never started a run)
-    ended = "interrupted" if forwarded else "failed"
     if code < 0:
         error = f"killed by {signal_name(-code)} (signal {-code}) before it could record its end"
         if -code == signal.SIGKILL and not forwarded:
@@ -276,26 +264,12 @@ def record_child_end(run_id: str, code: int, forwarded: Sequence[int] = ()) -> s
     if forwarded:
         error += f" (after eca submit passed on {', '.join(signal_name(s) for s in forwarded)})"
     try:
-        finish_run(writer_engine(), run_id, ended, error=f"eca submit: {error}")
+        ended = RunStatus(run_id).end_unfinished("interrupted" if forwarded else "failed", f"eca submit: {error}")
     except Exception as exc:
         print(f"eca submit: could not record how run {run_id} ended ({exc}); `eca runs --show {run_id}` "
               "may still say it runs", file=sys.stderr)  # fmt: skip
         return None
-    return error
-
-
-def continued_run(job: Job, command: str) -> str | None:
-    """The run a `fit --ckpt_path FILE|last|best` continues (the id its checkpoint holds), else None."""
-    from ecaplatform.training.provenance import check_run_id, run_id_from_checkpoint
-
-    ckpt_path = job.config.get("ckpt_path")
-    if command != "fit" or not isinstance(ckpt_path, str) or not Path(ckpt_path).is_file():
-        return None
-    stored = run_id_from_checkpoint(ckpt_path, "RunRecorder")
-    try:
-        return check_run_id(stored, f"{ckpt_path}: the run id it holds,") if stored else None
-    except ValueError as err:
-        raise JobFileError(str(err)) from None
+    return error if ended else None
 
 
 def submit_main(argv: list[str]) -> int:
@@ -318,7 +292,7 @@ def submit_main(argv: list[str]) -> int:
         # config the run records all say where it really ran.
         overrides = [*overrides, "--job.launcher", args.launcher]
 
-    from ecaplatform.training.provenance import new_run_id
+    from ecaplatform.training.run import new_run_id, resumed_run_id
 
     try:
         job = load_job(args.job, args.command, overrides)
@@ -327,9 +301,10 @@ def submit_main(argv: list[str]) -> int:
                   f"({job.path} says {said})", file=sys.stderr)  # fmt: skip
         check_submission(job)
         args.command = args.command or job.spec.command  # a verification job says validate; --command wins
-        # A resumed fit continues its run: the child's ECA_RUN_ID must be that run's, not a new one.
-        resumed = continued_run(job, args.command)
-    except JobFileError as exc:
+        # A resumed fit continues its run (`--ckpt_path FILE|last|best`, made a file by the check): the child's
+        # ECA_RUN_ID must be that run's, not a new one.
+        resumed = resumed_run_id(args.command, job.config.get("ckpt_path"))
+    except (JobFileError, UnsafeIdentifierError) as exc:
         print(f"eca submit: {exc}; nothing was submitted", file=sys.stderr)
         return 2
     run_id = resumed or new_run_id()

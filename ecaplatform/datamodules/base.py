@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import lightning as L
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler, SequentialSampler
 
 SPLITS = ("train", "val", "test")
@@ -96,19 +97,14 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
+        batch_size: PositiveInt = 256,
+        eval_batch_size: PositiveInt | None = None,
+        num_workers: NonNegativeInt | None = None,
         pin_memory: bool | None = None,
         drop_last: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value is not None and value < 1:
-                raise DataError(f"data.{name} is a global batch size and must be at least 1, got {value}")
-        if num_workers is not None and num_workers < 0:
-            raise DataError(f"data.num_workers must be zero or more, got {num_workers}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers

@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from torch.utils.data import Dataset
 
-from ecaplatform.datamodules.base import ClassificationDataModule, DataError
+from ecaplatform.datamodules.base import ClassificationDataModule
 from ecaplatform.datamodules.transforms import eval_transform, train_transform
 
 NUM_DIGIT_CLASSES = 10
@@ -48,8 +49,6 @@ def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> dict[st
     """A fixed, class-stratified train/val split of the sample indices (sorted within each split)."""
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     train, val = train_test_split(
         np.arange(len(labels)), test_size=val_fraction, random_state=seed, stratify=labels
     )
@@ -72,12 +71,12 @@ class DigitsDataModule(ClassificationDataModule):
 
     def __init__(
         self,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = 0,
+        batch_size: PositiveInt = 64,
+        eval_batch_size: PositiveInt | None = None,
+        num_workers: NonNegativeInt | None = 0,
         pin_memory: bool | None = None,
-        image_size: int = 32,
-        val_fraction: float = 0.2,
+        image_size: PositiveInt = 32,
+        val_fraction: OpenUnitInterval = 0.2,
         split_seed: int = 0,
         train_scale: tuple[float, float] = (0.6, 1.0),
         hflip: bool = False,

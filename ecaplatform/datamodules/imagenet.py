@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torch.utils.data import Dataset
@@ -20,8 +21,6 @@ from ecaplatform.datamodules.dali import Augmentation, DaliLoader, import_dali
 from ecaplatform.datamodules.folder_index import LAYOUT_HINT, FolderIndex, scan_split
 from ecaplatform.datamodules.imagenet_manifest import prepared_from
 from ecaplatform.datamodules.transforms import EVAL_RESIZE_RATIO, eval_transform, train_transform
-
-BACKENDS = ("torchvision", "dali")
 
 
 class ImageFolderDataset(Dataset):
@@ -66,11 +65,11 @@ class ImageNetDataModule(ClassificationDataModule):
     def __init__(
         self,
         root: str,
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
+        batch_size: PositiveInt = 256,
+        eval_batch_size: PositiveInt | None = None,
+        num_workers: NonNegativeInt | None = None,
         pin_memory: bool | None = None,
-        image_size: int = 224,
+        image_size: PositiveInt = 224,
         train_scale: tuple[float, float] = (0.08, 1.0),
         test_split: str = "val",
         show_progress: bool = True,
@@ -81,13 +80,6 @@ class ImageNetDataModule(ClassificationDataModule):
         dali_device: Literal["auto", "cpu", "gpu"] = "auto",
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, pin_memory, drop_last, seed)
-        for name, value, choices in (
-            ("backend", backend, BACKENDS),
-            ("eval_backend", eval_backend, BACKENDS),
-            ("dali_device", dali_device, ("auto", "cpu", "gpu")),
-        ):
-            if value not in choices:
-                raise DataError(f"data.{name} must be one of {', '.join(choices)}, got {value!r}")
         if "dali" in (backend, eval_backend):
             import_dali()  # fails now, in one line, rather than after indexing the data
         self.backend = backend

@@ -6,9 +6,10 @@ import hashlib
 from typing import Any
 
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import Dataset
 
-from ecaplatform.datamodules.base import ClassificationDataModule, DataError
+from ecaplatform.datamodules.base import ClassificationDataModule
 
 
 class SyntheticImageDataset(Dataset):
@@ -39,22 +40,19 @@ class SyntheticDataModule(ClassificationDataModule):
 
     def __init__(
         self,
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = 0,
+        batch_size: PositiveInt = 256,
+        eval_batch_size: PositiveInt | None = None,
+        num_workers: NonNegativeInt | None = 0,
         pin_memory: bool | None = None,
-        num_classes: int = 1000,
-        image_size: int = 224,
-        train_samples: int = 2560,
-        val_samples: int = 1280,
-        pool_size: int = 64,
+        num_classes: PositiveInt = 1000,
+        image_size: PositiveInt = 224,
+        train_samples: NonNegativeInt = 2560,
+        val_samples: NonNegativeInt = 1280,
+        pool_size: PositiveInt = 64,
         drop_last: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, pin_memory, drop_last, seed)
-        for name, value in (("num_classes", num_classes), ("image_size", image_size), ("pool_size", pool_size)):
-            if value < 1:
-                raise DataError(f"{name} must be at least 1, got {value}")
         self._num_classes = num_classes
         self.image_size = image_size
         self.sizes = {"train": train_samples, "val": val_samples}

@@ -1,7 +1,7 @@
 """The claims registry: claims/eca_net.yaml -> the `claims` table, idempotently.
 
-The YAML says which claims there are (model, metric, dataset, tolerance, ...); the paper's numbers and labels
-(claimed value, backbone, method, source) come from ecaplatform/paper.py, so they are written down once.
+The YAML says which claims there are (model, task, dataset, split, metric, tolerance, ...); the paper's numbers and
+labels (claimed value, backbone, method, source) come from ecaplatform/paper.py, so they are written down once.
 Loading it again updates changed fields in place and never duplicates a claim.
 Claims that disappear from the file are kept (runs may reference them) but are reported by `sync_claims`.
 """
@@ -23,9 +23,11 @@ from ecaplatform.store.schema import Claim
 
 CLAIMS_ENV_VAR = "ECA_CLAIMS_FILE"
 CLAIMS_FILE_NAME = "eca_net.yaml"
-METRICS = ("top1", "top5")
+# The metrics a claim of each task can name: the names its results' `metrics` carry.
+TASK_METRICS: dict[str, tuple[str, ...]] = {"classification": ("top1", "top5")}
+METRICS = tuple(dict.fromkeys(name for names in TASK_METRICS.values() for name in names))
 REQUIRED_FIELDS = (
-    "id", "paper", "model", "dataset", "split", "expected_samples", "expected_classes", "metric", "tolerance",
+    "id", "paper", "model", "task", "dataset", "split", "expected_samples", "expected_classes", "metric", "tolerance",
 )  # fmt: skip
 KNOWN_FIELDS = {*REQUIRED_FIELDS, "label", "public"}
 PAPER_FIELDS = ("claimed", "backbone", "method", "source")  # from ecaplatform.paper.RESULTS, never from the YAML
@@ -88,8 +90,11 @@ def read_claims(path: Path | None = None) -> list[dict[str, Any]]:
         missing = [name for name in REQUIRED_FIELDS if claim.get(name) is None]
         if missing:
             raise ClaimsFileError(f"{where}: missing field(s) {missing}")
-        if claim["metric"] not in METRICS:
-            raise ClaimsFileError(f"{where}: metric {claim['metric']!r} is not one of {METRICS}")
+        metrics = TASK_METRICS.get(claim["task"])
+        if metrics is None:
+            raise ClaimsFileError(f"{where}: task {claim['task']!r} is not one of {sorted(TASK_METRICS)}")
+        if claim["metric"] not in metrics:
+            raise ClaimsFileError(f"{where}: metric {claim['metric']!r} is not one of {claim['task']}'s {metrics}")
         tolerance = claim["tolerance"]
         if not isinstance(tolerance, (int, float)) or tolerance < 0:
             raise ClaimsFileError(f"{where}: tolerance must be a non-negative number (percent), got {tolerance!r}")
@@ -124,6 +129,11 @@ def sync_claims(session: Session, path: Path | None = None) -> SyncReport:
         upsert(session, Claim, changed, keys=("id",), copy=[name for name in changed[0] if name != "id"])
     report.not_in_file = sorted(existing)
     return report
+
+
+def file_claims(path: Path | None = None) -> list[Claim]:
+    """The claims of the YAML as transient Claim objects (nothing is read from or written to a store)."""
+    return [Claim(**fields) for fields in read_claims(path)]
 
 
 def claim_ids(path: Path | None = None) -> list[str]:

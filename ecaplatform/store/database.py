@@ -1,4 +1,4 @@
-"""Connecting to the run store.
+"""Connecting to the run store: `Store`, a store's URL parsed and checked once, makes every engine on it.
 
 SQLite by default (one file per user, WAL so readers never block the writer, and `BEGIN IMMEDIATE` so a
 writer takes the write lock up front instead of failing half-way with "database is locked").
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -20,6 +22,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
+
+from ecaplatform.store.schema import Claim, Result, Run
 
 ENV_VAR = "ECA_DB_URL"
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -93,106 +97,155 @@ def _setting(raw: str) -> str:
     return f"{ENV_VAR}={shown!r}" if os.environ.get(ENV_VAR) == raw else f"store URL {shown!r}"
 
 
-def parse_url(url: str | URL | None = None) -> URL:
-    """The store URL, checked: StoreError for text that is no URL, another database than SQLite or PostgreSQL,
-    or a SQLite URL without a file. A bare `postgresql://` uses psycopg (3), the driver ecaplatform installs."""
-    if isinstance(url, URL):
-        raw, parsed = display_url(url), url
-    else:
-        raw = url or db_url()
-        try:
-            parsed = make_url(raw)
-        except Exception:
-            raise StoreError(f"{_setting(raw)} is not a database URL; use {URL_FORMS}") from None
-    backend = parsed.get_backend_name()
-    if backend not in SUPPORTED_BACKENDS:
-        raise StoreError(
-            f"{_setting(raw)}: the run store is SQLite or PostgreSQL, not {backend}; use {URL_FORMS}"
-        )
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if backend == "sqlite" and (not parsed.database or parsed.database == ":memory:"):
-        raise StoreError(f"{_setting(raw)}: the run store needs a SQLite file, not an in-memory database; "
-                         f"use {URL_FORMS}")  # fmt: skip
-    return parsed
+@dataclass(frozen=True)
+class Store:
+    """One run store, its URL parsed and checked once (`Store.from_env()`, `Store.at(url)`), and the engines on it:
+    `writer()` creates and migrates the schema; `reader()` and `open_reader()` only read and never create a file."""
 
+    url: URL  # SQLite with a file, or PostgreSQL through psycopg
+    env_named: bool = False  # $ECA_DB_URL named it: messages say so
 
-def sqlite_path(url: str | URL | None = None) -> Path | None:
-    """The file of a SQLite store URL, or None for PostgreSQL. StoreError for an unusable URL."""
-    parsed = parse_url(url)
-    if parsed.get_backend_name() != "sqlite":
+    @classmethod
+    def at(cls, url: str | URL | None = None) -> Store:
+        """The store at `url` (default `db_url()`): StoreError for text that is no URL, another database than SQLite
+        or PostgreSQL, or a SQLite URL without a file. A bare `postgresql://` uses psycopg (3), the driver
+        ecaplatform installs."""
+        if isinstance(url, URL):
+            raw, parsed = display_url(url), url
+        else:
+            raw = url or db_url()
+            try:
+                parsed = make_url(raw)
+            except Exception:
+                raise StoreError(f"{_setting(raw)} is not a database URL; use {URL_FORMS}") from None
+        backend = parsed.get_backend_name()
+        if backend not in SUPPORTED_BACKENDS:
+            raise StoreError(f"{_setting(raw)}: the run store is SQLite or PostgreSQL, not {backend}; use {URL_FORMS}")
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if backend == "sqlite" and (not parsed.database or parsed.database == ":memory:"):
+            raise StoreError(f"{_setting(raw)}: the run store needs a SQLite file, not an in-memory database; "
+                             f"use {URL_FORMS}")  # fmt: skip
+        return cls(parsed, env_named=os.environ.get(ENV_VAR) == raw)
+
+    @classmethod
+    def from_env(cls) -> Store:
+        """The store `$ECA_DB_URL` names, else the per-user SQLite file."""
+        return cls.at()
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    @property
+    def display_url(self) -> str:
+        return display_url(self.url)
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, or None for PostgreSQL."""
+        if self.dialect != "sqlite":
+            return None
+        database = self.url.database or ""
+        if database.startswith("file:"):  # a URI filename (`sqlite:///file:/path?mode=ro&uri=true`)
+            database = database.removeprefix("file:")
+        return Path(database).expanduser()
+
+    def exists(self) -> bool:
+        """Whether there is a store to read: the SQLite file exists. A PostgreSQL database is assumed to be there
+        (connecting tells)."""
+        return self.path is None or self.path.exists()
+
+    def missing_message(self) -> str:
+        """What readers say when the SQLite file does not exist: it is not created by looking."""
+        return f"no run store at {self.path}{f' ({ENV_VAR})' if self.env_named else ''} yet: {HOW_A_STORE_IS_MADE}"
+
+    def engine(self, *, readonly: bool = False) -> Engine:
+        """An engine on the store, no schema made. `readonly=True` is what readers use (`eca runs`, `eca claims`,
+        the leaderboard): it can never write, and never creates a file.
+
+        SQLite read-only opens the file with `mode=ro` (the file must exist), or with `immutable=1` when SQLite
+        cannot share the write-ahead log because the store's folder is read-only for this user (a shared store on a
+        lab server). PostgreSQL runs every transaction as READ ONLY and gives up connecting after
+        POSTGRES_CONNECT_TIMEOUT_S. The store's own problems (unreachable, not a database, not writable, ...) are
+        raised as StoreError, from any statement.
+        """
+        if self.path is not None:
+            engine = _sqlite_engine(self.path, readonly=readonly)
+        else:
+            kwargs: dict[str, Any] = {"pool_pre_ping": True}
+            if "connect_timeout" not in self.url.query:
+                kwargs["connect_args"] = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
+            if readonly:
+                kwargs["execution_options"] = {"postgresql_readonly": True}
+            try:
+                engine = create_engine(self.url, **kwargs)
+            except ImportError as exc:  # e.g. postgresql+psycopg2:// without psycopg2 installed
+                raise StoreError(f"{_setting(self.display_url)}: its driver is not installed ({exc}); use "
+                                 f"postgresql+psycopg://, the driver ecaplatform installs") from None  # fmt: skip
+        self._name_problems(engine, readonly=readonly)
+        return engine
+
+    def writer(self) -> Engine:
+        """An engine for writing, with the schema created or migrated first."""
+        engine = self.engine()
+        ensure_schema(engine)
+        return engine
+
+    def reader(self) -> Engine | None:
+        """A read-only engine, or None when the SQLite file does not exist (nothing is created)."""
+        return self.engine(readonly=True) if self.exists() else None
+
+    def open_reader(self) -> Engine:
+        """A read-only engine on a store that must exist: StoreError saying how a store is made otherwise."""
+        engine = self.reader()
+        if engine is None:
+            raise StoreError(self.missing_message())
+        return engine
+
+    def _name_problems(self, engine: Engine, *, readonly: bool) -> None:
+        """Turn the driver errors a user must act on (no server, no access, not a database) into StoreError."""
+
+        @event.listens_for(engine, "handle_error")
+        def _handle_error(context) -> StoreError | None:  # type: ignore[no-untyped-def]
+            if context.is_pre_ping:  # SQLAlchemy reconnects by itself
+                return None
+            connecting = context.connection is None or context.is_disconnect
+            message = self.problem(context.original_exception, readonly=readonly, connecting=connecting)
+            return StoreError(message) if message else None
+
+    def problem(self, error: BaseException, *, readonly: bool = False, connecting: bool = True) -> str | None:
+        """One line for a driver error that is the store's problem rather than the program's, else None."""
+        lines = [line.strip() for line in _redact(str(error), self.url).splitlines() if line.strip()]
+        path = self.path
+        if path is None:
+            if not connecting:
+                return None
+            reason = next((line for line in reversed(lines) if "failed: " in line), lines[0] if lines else "")
+            reason = " ".join(reason.rsplit("failed: ", 1)[-1].split()) or type(error).__name__
+            return (f"cannot connect to the run store {self.display_url}: {reason}; check that the PostgreSQL "
+                    f"server is running and reachable, and the host, port, database and user in {ENV_VAR}")  # fmt: skip
+        code, text = _sqlite_code(error), " ".join(lines) or type(error).__name__
+        if path.is_dir():
+            return f"{path} is a folder, not a run store file; set {ENV_VAR} to sqlite:///{path / 'runs.db'}, say"
+        if code == "SQLITE_NOTADB" or "not a database" in text:
+            return (f"{path} is not a SQLite database ({text}); point {ENV_VAR} at the run store, or move that file "
+                    f"away and `eca db upgrade` creates a new store there")  # fmt: skip
+        if code.startswith("SQLITE_CORRUPT") or "malformed" in text:
+            return f"the run store {path} is damaged ({text}); restore it from a backup, or move it away and start anew"
+        if code.startswith("SQLITE_BUSY") or "database is locked" in text:
+            return (f"the run store {path} stayed locked by another process for {SQLITE_BUSY_TIMEOUT_S} s ({text}); "
+                    f"retry, or find the process holding it (`fuser {path}`)")  # fmt: skip
+        if code.startswith("SQLITE_IOERR") or "disk I/O error" in text:
+            return (f"cannot read or write the run store {path} ({text}); is its disk full or a network file system? "
+                    f"SQLite is unsafe on NFS/Lustre: use PostgreSQL there")  # fmt: skip
+        writing = "readonly database" in text
+        if readonly and writing and code not in ("SQLITE_READONLY_DIRECTORY", "SQLITE_READONLY_CANTINIT"):
+            return None  # a reader asked to write: the program's error, raised as it is
+        opening = code.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")) or "unable to open" in text
+        if writing or opening:
+            return _access_problem(path, text)
         return None
-    database = parsed.database or ""
-    if database.startswith("file:"):  # a URI filename (`sqlite:///file:/path?mode=ro&uri=true`)
-        database = database.removeprefix("file:")
-    return Path(database).expanduser()
-
-
-def store_exists(url: str | URL | None = None) -> bool:
-    """Whether there is a store to read: the SQLite file exists. A PostgreSQL database is assumed to be there
-    (connecting tells)."""
-    path = sqlite_path(url)
-    return path is None or path.exists()
-
-
-def no_store_message(url: str | URL | None = None) -> str:
-    """What readers say when the SQLite file does not exist: it is not created by looking."""
-    path = sqlite_path(url)
-    configured = os.environ.get(ENV_VAR)
-    source = f" ({ENV_VAR})" if configured and (url is None or _same_store(configured, url)) else ""
-    return f"no run store at {path}{source} yet: {HOW_A_STORE_IS_MADE}"
-
-
-def _same_store(a: str | URL, b: str | URL) -> bool:
-    try:
-        return sqlite_path(a) == sqlite_path(b)
-    except StoreError:
-        return False
-
-
-# --- engines ----------------------------------------------------------------------------------------------------
-
-
-def make_engine(url: str | URL | None = None, *, readonly: bool = False) -> Engine:
-    """An engine for the store. `readonly=True` is what readers use (`eca runs`, `eca claims`, the leaderboard):
-    it can never write, and never creates a file.
-
-    SQLite read-only opens the file with `mode=ro` (the file must exist), or with `immutable=1` when SQLite
-    cannot share the write-ahead log because the store's folder is read-only for this user (a shared store on a
-    lab server). PostgreSQL runs every transaction as READ ONLY and gives up connecting after
-    POSTGRES_CONNECT_TIMEOUT_S. The store's own problems (unreachable, not a database, not writable, ...) are
-    raised as StoreError, from any statement.
-    """
-    parsed = parse_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(parsed, readonly=readonly)
-    else:
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if "connect_timeout" not in parsed.query:
-            kwargs["connect_args"] = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
-        if readonly:
-            kwargs["execution_options"] = {"postgresql_readonly": True}
-        try:
-            engine = create_engine(parsed, **kwargs)
-        except ImportError as exc:  # e.g. postgresql+psycopg2:// without psycopg2 installed
-            raise StoreError(f"{_setting(display_url(parsed))}: its driver is not installed ({exc}); use "
-                             f"postgresql+psycopg://, the driver ecaplatform installs") from None  # fmt: skip
-    _name_store_problems(engine, parsed, readonly=readonly)
-    return engine
-
-
-def reader_engine(url: str | URL | None = None) -> Engine | None:
-    """A read-only engine on the store, or None when the SQLite file does not exist (nothing is created)."""
-    parsed = parse_url(url)
-    return make_engine(parsed, readonly=True) if store_exists(parsed) else None
-
-
-def open_reader(url: str | URL | None = None) -> Engine:
-    """A read-only engine on a store that must exist: StoreError saying how a store is made otherwise."""
-    engine = reader_engine(url)
-    if engine is None:
-        raise StoreError(no_store_message(url))
-    return engine
 
 
 def schema_behind(engine: Engine) -> str | None:
@@ -215,14 +268,29 @@ def schema_behind(engine: Engine) -> str | None:
             "run `eca db upgrade` (or any `eca fit`) to migrate it")
 
 
-def has_table(engine: Engine, name: str) -> bool:
-    """Whether the store has the table (a database nobody migrated yet has none)."""
-    return inspect(engine).has_table(name)
+class SchemaBehind(StoreError):
+    """The store is at an older schema than this version reads: readers say so in one line (a reader never
+    migrates; `eca db upgrade` or any `eca fit` does)."""
 
 
-def _sqlite_engine(url: URL, *, readonly: bool) -> Engine:
-    path = sqlite_path(url)
-    assert path is not None
+_engines_with_tables: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def has_tables(engine: Engine) -> bool:
+    """Whether the store has its tables (a database nobody migrated yet has none), at the schema this version reads:
+    SchemaBehind (schema_behind's one line) when they are older. Only a yes is remembered: an empty or old store may
+    be migrated at any time."""
+    if engine not in _engines_with_tables:
+        if not {Claim.__tablename__, Run.__tablename__, Result.__tablename__} <= set(inspect(engine).get_table_names()):
+            return False
+        behind = schema_behind(engine)
+        if behind is not None:
+            raise SchemaBehind(behind)
+        _engines_with_tables.add(engine)
+    return True
+
+
+def _sqlite_engine(path: Path, *, readonly: bool) -> Engine:
     connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
     if readonly:
         # A URI filename (quoted: a path may hold ? or #); no connection pool, so that each connection decides
@@ -282,55 +350,6 @@ def _connect_sqlite_readonly(dialect, _record, cargs, cparams):  # type: ignore[
                 or "readonly database" in text or "unable to open" in text):  # fmt: skip
             raise
     return dbapi.connect(f"{cargs[0]}&immutable=1", *cargs[1:], **cparams)
-
-
-def _name_store_problems(engine: Engine, url: URL, *, readonly: bool) -> None:
-    """Turn the driver errors a user must act on (no server, no access, not a database) into StoreError."""
-
-    @event.listens_for(engine, "handle_error")
-    def _handle_error(context) -> StoreError | None:  # type: ignore[no-untyped-def]
-        if context.is_pre_ping:  # SQLAlchemy reconnects by itself
-            return None
-        connecting = context.connection is None or context.is_disconnect
-        message = store_problem(context.original_exception, url, readonly=readonly, connecting=connecting)
-        return StoreError(message) if message else None
-
-
-def store_problem(
-    error: BaseException, url: str | URL, *, readonly: bool = False, connecting: bool = True
-) -> str | None:
-    """One line for a driver error that is the store's problem rather than the program's, else None."""
-    parsed = parse_url(url)
-    lines = [line.strip() for line in _redact(str(error), parsed).splitlines() if line.strip()]
-    if parsed.get_backend_name() != "sqlite":
-        if not connecting:
-            return None
-        reason = next((line for line in reversed(lines) if "failed: " in line), lines[0] if lines else "")
-        reason = " ".join(reason.rsplit("failed: ", 1)[-1].split()) or type(error).__name__
-        return (f"cannot connect to the run store {display_url(parsed)}: {reason}; check that the PostgreSQL "
-                f"server is running and reachable, and the host, port, database and user in {ENV_VAR}")  # fmt: skip
-    path = sqlite_path(parsed)
-    assert path is not None
-    code, text = _sqlite_code(error), " ".join(lines) or type(error).__name__
-    if path.is_dir():
-        return f"{path} is a folder, not a run store file; set {ENV_VAR} to sqlite:///{path / 'runs.db'}, say"
-    if code == "SQLITE_NOTADB" or "not a database" in text:
-        return (f"{path} is not a SQLite database ({text}); point {ENV_VAR} at the run store, or move that file "
-                f"away and `eca db upgrade` creates a new store there")  # fmt: skip
-    if code.startswith("SQLITE_CORRUPT") or "malformed" in text:
-        return f"the run store {path} is damaged ({text}); restore it from a backup, or move it away and start anew"
-    if code.startswith("SQLITE_BUSY") or "database is locked" in text:
-        return (f"the run store {path} stayed locked by another process for {SQLITE_BUSY_TIMEOUT_S} s ({text}); "
-                f"retry, or find the process holding it (`fuser {path}`)")  # fmt: skip
-    if code.startswith("SQLITE_IOERR") or "disk I/O error" in text:
-        return (f"cannot read or write the run store {path} ({text}); is its disk full or a network file system? "
-                f"SQLite is unsafe on NFS/Lustre: use PostgreSQL there")  # fmt: skip
-    writing = "readonly database" in text
-    if readonly and writing and code not in ("SQLITE_READONLY_DIRECTORY", "SQLITE_READONLY_CANTINIT"):
-        return None  # a reader asked to write: the program's error, raised as it is
-    if writing or code.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")) or "unable to open" in text:
-        return _access_problem(path, text)
-    return None
 
 
 def _access_problem(path: Path, text: str) -> str:
@@ -416,7 +435,7 @@ def upgrade(engine: Engine | None = None, revision: str = "head") -> str | None:
     """Create the store or migrate it to `revision`; safe to call from many processes at once. Returns the revision."""
     from alembic import command
 
-    engine = engine or make_engine()
+    engine = engine or Store.from_env().engine()
     with engine.connect() as connection:
         command.upgrade(alembic_config(connection), revision)
         connection.commit()
@@ -434,8 +453,16 @@ def ensure_schema(engine: Engine) -> None:
     _schema_ready.add(key)
 
 
-def writer_engine(url: str | None = None) -> Engine:
-    """An engine for writing, with the schema created or migrated first."""
-    engine = make_engine(url)
-    ensure_schema(engine)
-    return engine
+# --- the same as plain functions, for callers that hold a URL (the training glue, `eca submit`) -------------------
+
+
+def make_engine(url: str | URL | None = None, *, readonly: bool = False) -> Engine:
+    return Store.at(url).engine(readonly=readonly)
+
+
+def writer_engine(url: str | URL | None = None) -> Engine:
+    return Store.at(url).writer()
+
+
+def sqlite_path(url: str | URL | None = None) -> Path | None:
+    return Store.at(url).path

@@ -1,7 +1,10 @@
 """The SQL store's tables (SQLAlchemy 2.0 typed models).
 
 Conventions every writer and reader relies on:
-- Accuracies (top1, top5) are percentages, as the paper prints them (77.48, not 0.7748).
+- A result's `metrics` are its final values by name, the names a claim's `metric` uses: "top1" and "top5" for
+  classification. Accuracies are percentages, as the paper prints them (77.48, not 0.7748). Its `top1` and `top5`
+  columns repeat those two for the ecaplatform versions before `metrics`, which read stores migrated since
+  (`Result.metric_values` reads the results such a version writes into one).
 - A run's `status` is one of RUN_STATUSES; `queued` exists only for SLURM submissions not yet started.
   A `running` run whose `heartbeat_at` is too old is shown as `lost` (its process died without recording an
   end); that is derived when the store is read (tracking.verification.run_status), never stored.
@@ -55,11 +58,12 @@ class Claim(Base):
     backbone: Mapped[str] = mapped_column(String(32))  # "ResNet-50"
     method: Mapped[str] = mapped_column(String(32))  # "ECA-Net", "SENet", "ResNet", ...
     model: Mapped[str] = mapped_column(String(64), index=True)  # registry name, "eca_resnet50"
+    task: Mapped[str] = mapped_column(String(32))  # "classification"; says which metrics the claim can name
     dataset: Mapped[str] = mapped_column(String(32))  # "imagenet"
     split: Mapped[str] = mapped_column(String(16))  # "val"
     expected_samples: Mapped[int] = mapped_column(Integer)  # 50000: a verifying result counts all of them
     expected_classes: Mapped[int] = mapped_column(Integer)  # 1000
-    metric: Mapped[str] = mapped_column(String(16))  # "top1" | "top5"
+    metric: Mapped[str] = mapped_column(String(16))  # a name in its results' `metrics`: "top1", "top5"
     claimed: Mapped[float] = mapped_column(Float)  # percent
     tolerance: Mapped[float] = mapped_column(Float)  # percentage points below `claimed` still verifying
     source: Mapped[str] = mapped_column(String(128))  # "Table 3, p. 7"
@@ -138,8 +142,9 @@ class Result(Base):
     model_name: Mapped[str] = mapped_column(String(64))  # copied from the run for fast claim look-ups
     dataset: Mapped[str] = mapped_column(String(32))
     split: Mapped[str] = mapped_column(String(16))
-    top1: Mapped[float | None] = mapped_column(Float, nullable=True)  # percent
-    top5: Mapped[float | None] = mapped_column(Float, nullable=True)  # percent
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"top1": 77.48, "top5": 93.6}
+    top1: Mapped[float | None] = mapped_column(Float, nullable=True)  # metrics["top1"], for older readers
+    top5: Mapped[float | None] = mapped_column(Float, nullable=True)  # metrics["top5"], for older readers
     loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     samples_evaluated: Mapped[int] = mapped_column(Integer)
     fingerprint: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -147,6 +152,14 @@ class Result(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="results")
+
+    @property
+    def metric_values(self) -> dict[str, float]:
+        """Its metrics by name. A result that an older ecaplatform wrote into a store migrated since (a run started
+        before the upgrade) has only the top1/top5 columns, all that version knew."""
+        if self.metrics:
+            return dict(self.metrics)
+        return {name: value for name, value in (("top1", self.top1), ("top5", self.top5)) if value is not None}
 
 
 class ResultOutcome(Base):

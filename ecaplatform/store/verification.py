@@ -4,8 +4,8 @@ A result verifies a claim only if it comes from a run that succeeded, is on the 
 was evaluated with a verifying input pipeline (ecaplatform.store.pipelines.VERIFYING_PIPELINES: only the reference
 torchvision/PIL one, as the paper's numbers were; a result stored before pipelines were recorded came from it),
 its dataset fingerprint is the whole split (e.g. 50,000 ImageNet val images of 1,000 classes) and every
-sample of it was counted exactly once, and its metric is within the claim's tolerance of the claimed value
-(or better). Anything else is recorded and shown, never verifying.
+sample of it was counted exactly once, and its value of the claim's metric (by name, from the result's metrics) is
+within the claim's tolerance of the claimed value (or better). Anything else is recorded and shown, never verifying.
 
 Also here, because a claim's Running depends on it: how a run's status is shown. A `running` run whose process
 stopped beating (killed by kill -9 or the OOM killer, a lost node) is `lost`; `run_status` (one run) and
@@ -132,7 +132,7 @@ def disqualification(claim: Claim, result: Result, run_status: str | None = "suc
 
 
 def metric_value(claim: Claim, result: Result) -> float | None:
-    return getattr(result, claim.metric, None)
+    return result.metric_values.get(claim.metric)
 
 
 def within_tolerance(claim: Claim, value: float) -> bool:

@@ -90,24 +90,29 @@ def add_result(
     model_name: str,
     dataset: str,
     split: str,
-    top1: float | None,
-    top5: float | None,
-    loss: float | None,
     samples_evaluated: int,
     fingerprint: Mapping[str, Any],
+    metrics: Mapping[str, float | None] | None = None,
+    top1: float | None = None,
+    top5: float | None = None,
+    loss: float | None = None,
     pipeline: str | None = None,
     outcomes: Outcomes | None = None,
 ) -> int:
-    """Store a final evaluation (percent accuracies) and return its id. `pipeline` is the input pipeline that
-    produced its batches (ecaplatform.store.pipelines.PIPELINES); None when the data module does not say. `outcomes`,
-    the per-image outcomes, are stored with it in the same transaction once they agree with the result to the image
-    (OutcomesError otherwise, and nothing is stored)."""
+    """Store a final evaluation and return its id. `metrics` are its values by name, the names claims use
+    (`top1`/`top5` are classification's two, percent; missing and non-finite values are left out). `pipeline` is
+    the input pipeline that produced its batches (ecaplatform.store.pipelines.PIPELINES); None when the data module
+    does not say. `outcomes`, the per-image outcomes, are stored with it in the same transaction once they agree
+    with the result to the image (OutcomesError otherwise, and nothing is stored)."""
+    values = {name: float(v) for name, v in {"top1": top1, "top5": top5, **(metrics or {})}.items()
+              if v is not None and math.isfinite(float(v))}  # fmt: skip
     if outcomes is not None:
-        outcomes.check_against(top1, top5, int(samples_evaluated))
+        outcomes.check_against(values.get("top1"), values.get("top5"), int(samples_evaluated))
     with session_scope(engine) as session:
         result = Result(
-            run_id=run_id, model_name=model_name, dataset=dataset, split=split, top1=top1, top5=top5, loss=loss,
-            samples_evaluated=int(samples_evaluated), fingerprint=dict(fingerprint), pipeline=pipeline,
+            run_id=run_id, model_name=model_name, dataset=dataset, split=split, metrics=values,
+            top1=values.get("top1"), top5=values.get("top5"), loss=loss, samples_evaluated=int(samples_evaluated),
+            fingerprint=dict(fingerprint), pipeline=pipeline,
         )  # fmt: skip
         session.add(result)
         session.flush()

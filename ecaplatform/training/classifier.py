@@ -2,45 +2,42 @@
 
 - The network comes from `ecaplatform.models.create_model(model_name, num_classes, checkpoint, **model_kwargs)`;
   `save_hyperparameters` stores those arguments, so a checkpoint rebuilds itself (`load_from_checkpoint`).
-- The optimizer is SGD and the learning-rate schedule is composed of torch's own schedulers, stepped per
-  optimizer step: an optional linear warm-up, then step / exponential / cosine / constant.
+- The optimizer (`SGD`) and the learning-rate schedule (`LRSchedule`, torch's own schedulers stepped per optimizer
+  step: an optional linear warm-up, then step / exponential / cosine / constant) are typed recipe objects: the job
+  YAML's `model.optimizer` and `model.schedule`, whose field types jsonargparse enforces in one-line errors.
 - Batches arrive as uint8 images; `on_after_batch_transfer` converts and normalises them on the device.
 - Metrics are torchmetrics objects per split, synchronised only once, in `compute()` at epoch end: ranks with
   uneven batch counts (exact DDP evaluation) never meet in a per-step collective. Accuracies are percent.
-- Validation and test also keep each sample's outcome (true class, top-1 prediction, top-5 right) on the device;
-  at the epoch's end the ranks gather them once, with the dataset indices each rank's loader read, and rank 0 puts
-  them in dataset-index order (`eval_outcomes`), which the recorder stores with the result.
+- Validation and test also keep each sample's outcome (true class, top-1 prediction, top-5 right) on the device, in
+  an EvalOutcomes metric per split, gathered once at the epoch's end and put in dataset-index order
+  (`eval_outcomes`), which the recorder stores with the result.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt, restricted_number_type
 from torch import nn
 from torch.optim import lr_scheduler
 from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from ecaplatform.datamodules.base import sample_order
 from ecaplatform.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ecaplatform.training.outcomes_metric import EvalOutcomes, loader_order
 
 log = logging.getLogger(__name__)
 
-Schedule = Literal["step", "exponential", "cosine", "constant"]
-SCHEDULES = ("step", "exponential", "cosine", "constant")
+StartFactor = restricted_number_type("StartFactor", float, [(">", 0), ("<=", 1)])  # LinearLR's (0, 1]
+SmoothingFactor = restricted_number_type("SmoothingFactor", float, [(">=", 0), ("<", 1)])
 METRIC_SPLITS = ("train", "val", "test")  # ModuleDict keys get a "_metrics" suffix: "train" is taken
-
-
-# What each rank gathers per evaluated sample (int64 columns), and why a rank cannot place its samples.
-OUTCOME_COLUMNS = ("index", "target", "predicted", "top5")
-PLACED, SUBSET, UNPLACED = 0, 1, 2
 
 
 class ModelConfigError(ValueError):
@@ -62,21 +59,6 @@ def _split_metrics(num_classes: int) -> nn.ModuleDict:
     )
 
 
-def merge_rank_outcomes(gathered: np.ndarray, sizes: Sequence[int]) -> dict[str, np.ndarray]:
-    """Every rank's rows (OUTCOME_COLUMNS), padded to one length as all_gather needs them ([world, max rows, 4]),
-    -> the outcome vectors in dataset-index order: `target`, `predicted`, `top1`, `top5` (the fields of
-    tracking.outcomes.Outcomes). Raises ValueError, saying why, unless the indices are each of range(N) once."""
-    if len(sizes) != len(gathered) or any(n < 0 or n > gathered.shape[1] for n in sizes):
-        raise ValueError(f"{len(gathered)} ranks gathered {gathered.shape[1]} rows at most, sizes say {list(sizes)}")
-    rows = np.concatenate([gathered[rank, :n] for rank, n in enumerate(sizes)]).reshape(-1, len(OUTCOME_COLUMNS))
-    index = rows[:, 0]
-    order = np.argsort(index, kind="stable")
-    if not np.array_equal(index[order], np.arange(len(rows))):
-        raise ValueError(f"the {len(rows)} evaluated dataset indices are not each of 0..{len(rows) - 1} once")
-    target, predicted, top5 = rows[order, 1], rows[order, 2], rows[order, 3].astype(bool)
-    return {"target": target, "predicted": predicted, "top1": predicted == target, "top5": top5}
-
-
 def build_network(
     model_name: str, num_classes: int, checkpoint: str | None, model_kwargs: dict[str, Any] | None
 ) -> nn.Module:
@@ -93,28 +75,66 @@ def build_network(
         raise ModelConfigError(f"cannot build {model_name!r}: {err}") from err
 
 
-def schedule_for(optimizer: torch.optim.Optimizer, kind: str, steps_per_epoch: int, total_steps: int, *,
-                 step_size: int = 30, step_gamma: float = 0.1, exp_gamma: float = 0.98, warmup_steps: int = 0,
-                 warmup_start_factor: float = 0.1, min_factor: float = 0.0) -> lr_scheduler.LRScheduler:
-    """torch schedulers for one optimizer, to be stepped once per optimizer step.
+@dataclass(frozen=True)
+class SGD:
+    """`model.optimizer`: torch.optim.SGD's settings; the paper's ResNet recipe is 0.1 / 0.9 / 1e-4 / False."""
 
-    step: x step_gamma every step_size epochs (ResNets: x0.1 every 30); exponential: x exp_gamma every epoch
-    (MobileNetV2: x0.98); cosine: to min_factor x lr at the end of the run; constant. A warm-up, where asked
-    for, ramps linearly from warmup_start_factor x lr over warmup_steps and the main schedule starts after it.
-    """
-    if kind == "step":
-        main = lr_scheduler.StepLR(optimizer, step_size=step_size * steps_per_epoch, gamma=step_gamma)
-    elif kind == "exponential":
-        main = lr_scheduler.StepLR(optimizer, step_size=steps_per_epoch, gamma=exp_gamma)
-    elif kind == "cosine":
-        eta_min = optimizer.param_groups[0]["lr"] * min_factor
-        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=eta_min)
-    else:
-        main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    if warmup_steps <= 0:
-        return main
-    warmup = lr_scheduler.LinearLR(optimizer, start_factor=warmup_start_factor, total_iters=warmup_steps)
-    return lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])
+    lr: PositiveFloat = 0.1
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 1e-4
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:  # what no one field's type can say
+        if self.nesterov and self.momentum <= 0:
+            raise ModelConfigError("model.optimizer.nesterov true needs model.optimizer.momentum > 0")
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """`model.schedule`, in epochs, applied per optimizer step. kind: step (x step_gamma every step_size epochs;
+    ResNets: x0.1 every 30), exponential (x exp_gamma every epoch; MobileNetV2: x0.98), cosine (to min_lr_factor x
+    lr at the end of the run) or constant. A warm-up, where asked for, ramps linearly from warmup_start_factor x lr
+    over warmup_epochs (fractions of an epoch allowed) and the main schedule starts after it."""
+
+    kind: Literal["step", "exponential", "cosine", "constant"] = "step"
+    step_size: PositiveInt = 30
+    step_gamma: PositiveFloat = 0.1
+    exp_gamma: PositiveFloat = 0.98
+    warmup_epochs: NonNegativeFloat = 0.0
+    warmup_start_factor: StartFactor = 0.1
+    min_lr_factor: ClosedUnitInterval = 0.0
+
+    def scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                  total_steps: int) -> lr_scheduler.LRScheduler:  # fmt: skip
+        """torch schedulers for `optimizer`, stepped once per optimizer step (`total_steps`: the run's, for cosine)."""
+        warmup_steps = round(self.warmup_epochs * steps_per_epoch)
+        if self.kind == "step":
+            main = lr_scheduler.StepLR(optimizer, step_size=self.step_size * steps_per_epoch, gamma=self.step_gamma)
+        elif self.kind == "exponential":
+            main = lr_scheduler.StepLR(optimizer, step_size=steps_per_epoch, gamma=self.exp_gamma)
+        elif self.kind == "cosine":
+            eta_min = optimizer.param_groups[0]["lr"] * self.min_lr_factor
+            main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=eta_min)
+        else:
+            main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        if warmup_steps <= 0:
+            return main
+        warmup = lr_scheduler.LinearLR(optimizer, start_factor=self.warmup_start_factor, total_iters=warmup_steps)
+        return lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """`model.normalization`: the per-channel statistics uint8 batches are normalised with on the device."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = IMAGENET_STD
+
+
+def _plain(kind: type, value: Any) -> dict[str, Any]:
+    """A recipe object as the plain dict hparams keep (checkpoints load with weights_only, which takes no class of
+    ours); a dict (a checkpoint's hparams) is built into the object first, which checks it."""
+    return asdict(value if isinstance(value, kind) else kind(**value))
 
 
 class ImageClassifier(L.LightningModule):
@@ -125,14 +145,12 @@ class ImageClassifier(L.LightningModule):
         num_classes: classifier outputs; `eca fit|validate|test` link it to the data module's `num_classes`.
         checkpoint: weights to start from: a released .pth.tar, a state_dict, or one of our .ckpt files.
         model_kwargs: passed to the model constructor (e.g. {"k_size": [3, 5, 5, 7]}).
-        lr, momentum, weight_decay, nesterov: SGD; the paper's ResNet recipe is 0.1 / 0.9 / 1e-4 / False.
-        lr_schedule: "step" (x step_gamma every step_size epochs), "exponential" (x exp_gamma per epoch),
-            "cosine" (to min_lr_factor * lr), or "constant".
-        warmup_epochs: linear warm-up from warmup_start_factor * lr (fractions of an epoch allowed).
+        optimizer: SGD's settings (see `SGD`).
+        schedule: the learning-rate schedule in epochs (see `LRSchedule`).
         label_smoothing: cross-entropy label smoothing for training (0 in the paper).
         channels_last: NHWC memory format (faster convolutions with mixed precision on tensor cores).
         compile: torch.compile the network (state_dict keys are unchanged).
-        mean, std: normalisation applied on the device to uint8 batches (ImageNet statistics).
+        normalization: mean and std applied on the device to uint8 batches (ImageNet statistics).
     """
 
     flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor; None: images/s without MFU
@@ -143,49 +161,28 @@ class ImageClassifier(L.LightningModule):
         num_classes: int = 1000,
         checkpoint: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        nesterov: bool = False,
-        lr_schedule: Schedule = "step",
-        step_size: int = 30,
-        step_gamma: float = 0.1,
-        exp_gamma: float = 0.98,
-        warmup_epochs: float = 0.0,
-        warmup_start_factor: float = 0.1,
-        min_lr_factor: float = 0.0,
-        label_smoothing: float = 0.0,
+        optimizer: SGD = SGD(),
+        schedule: LRSchedule = LRSchedule(),
+        label_smoothing: SmoothingFactor = 0.0,
         channels_last: bool = False,
         compile: bool = False,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
+        normalization: Normalization = Normalization(),
     ) -> None:
         super().__init__()
+        # Rebound to plain dicts before save_hyperparameters reads them: see _plain.
+        optimizer, schedule = _plain(SGD, optimizer), _plain(LRSchedule, schedule)
+        normalization = _plain(Normalization, normalization)
         self.save_hyperparameters()
-        if lr_schedule not in SCHEDULES:
-            raise ModelConfigError(f"lr_schedule {lr_schedule!r} is not one of: {', '.join(SCHEDULES)}")
-        for name, value in (("lr", lr), ("step_gamma", step_gamma), ("exp_gamma", exp_gamma)):
-            if not value > 0:
-                raise ModelConfigError(f"model.{name} must be positive, got {value}")
-        for name, value in (("momentum", momentum), ("weight_decay", weight_decay), ("warmup_epochs", warmup_epochs)):
-            if not value >= 0:
-                raise ModelConfigError(f"model.{name} must be zero or positive, got {value}")
-        if step_size < 1:
-            raise ModelConfigError(f"model.step_size is in epochs and must be at least 1, got {step_size}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ModelConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        if nesterov and momentum <= 0:
-            raise ModelConfigError("nesterov=True needs momentum > 0")
         self.model = build_network(model_name, num_classes, checkpoint, model_kwargs)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if compile:
             self.model.compile()  # in place: parameter names (and checkpoints) stay as they are
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
+        for name, values in normalization.items():  # the buffers `mean` and `std`
+            self.register_buffer(name, torch.tensor(values).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.metrics = nn.ModuleDict({f"{split}_metrics": _split_metrics(num_classes) for split in METRIC_SPLITS})
-        # Per evaluated batch, [B, 3] int64 on the device (target, predicted, top5); gathered at the epoch's end.
-        self._outcome_rows: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
+        # Each evaluated image's outcome, per split; the last evaluation's, gathered on global rank 0.
+        self.outcomes = nn.ModuleDict({split: EvalOutcomes() for split in ("val", "test")})
         self._outcomes: dict[str, dict[str, np.ndarray] | None] = {"val": None, "test": None}
 
     # --- data on the device ------------------------------------------------------------------------------------
@@ -245,69 +242,7 @@ class ImageClassifier(L.LightningModule):
         loss = F.cross_entropy(logits.float(), targets)
         self._update_metrics(split, logits, targets, loss)
         if self._trainer is not None and not self._trainer.sanity_checking:
-            self._keep_outcomes(split, logits, targets)
-
-    def _keep_outcomes(self, split: str, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        # The same float logits and the same ops as the top-1/top-5 metrics (argmax; target among torch.topk's
-        # indices), so ties break alike and the outcomes count exactly what the metrics count. Queued device work
-        # only: no .item(), no host copy, no collective.
-        logits = logits.detach().float()
-        targets = targets.long()
-        predicted = logits.argmax(dim=1)
-        top5 = (logits.topk(min(5, logits.shape[1]), dim=1).indices == targets[:, None]).any(dim=1)
-        self._outcome_rows[split].append(torch.stack([targets, predicted, top5.long()], dim=1))
-
-    def _evaluated_indices(self, split: str, count: int) -> tuple[list[int] | None, int]:
-        """The dataset indices behind this rank's `count` outcomes, in order, from the loader that ran (not from
-        an assumed sampler pattern), and PLACED; or None and why not (SUBSET: limit_*_batches stopped early)."""
-        trainer = self.trainer
-        loaders = trainer.val_dataloaders if split == "val" else trainer.test_dataloaders
-        if isinstance(loaders, (list, tuple)) and len(loaders) == 1:
-            loaders = loaders[0]
-        order = None if isinstance(loaders, (list, tuple, dict)) or loaders is None else sample_order(loaders)
-        if order is None:
-            log.warning("rank %d: the %s loader cannot say which samples it read", trainer.global_rank, split)
-            return None, UNPLACED
-        if count < len(order):
-            return None, SUBSET
-        if count != len(order):
-            log.warning("rank %d: %d %s outcomes for %d indices read", trainer.global_rank, count, split, len(order))
-            return None, UNPLACED
-        return order, PLACED
-
-    def _gather_outcomes(self, split: str) -> dict[str, np.ndarray] | None:
-        """All ranks' outcomes of the epoch, exactly once each, in dataset-index order on global rank 0 (None on
-        the other ranks, and wherever the samples cannot be placed). Every rank must call it: it all_gathers."""
-        rows, self._outcome_rows[split] = self._outcome_rows[split], []
-        local = torch.cat(rows) if rows else torch.empty((0, 3), dtype=torch.long, device=self.device)
-        indices, status = self._evaluated_indices(split, len(local))
-        index = torch.tensor(indices if indices is not None else [-1] * len(local), dtype=torch.long)
-        local = torch.cat([index.to(local.device)[:, None], local], dim=1)
-        trainer = self.trainer
-        if trainer.world_size > 1:
-            # Ranks hold different counts (rank::world_size): gather the counts, pad to the longest, gather, unpad.
-            head = torch.tensor([len(local), status], dtype=torch.long).to(local.device)
-            heads = trainer.strategy.all_gather(head).view(-1, 2).tolist()  # the epoch's one wait for the device
-            sizes, statuses = [n for n, _ in heads], [s for _, s in heads]
-            padded = torch.full((max(sizes), local.shape[1]), -1, dtype=torch.long, device=local.device)
-            padded[: len(local)] = local
-            gathered = trainer.strategy.all_gather(padded)
-        else:
-            sizes, statuses, gathered = [len(local)], [status], local[None]
-        if not trainer.is_global_zero:
-            return None  # only rank 0 records results
-        if SUBSET in statuses:
-            log.info("the %s evaluation covered a subset of the split: no per-image outcomes", split)
-            return None
-        if UNPLACED in statuses:
-            log.warning("no per-image %s outcomes: rank(s) %s could not say which samples they evaluated", split,
-                        [rank for rank, s in enumerate(statuses) if s == UNPLACED])  # fmt: skip
-            return None
-        try:
-            return merge_rank_outcomes(gathered.cpu().numpy(), sizes)
-        except ValueError as err:
-            log.warning("no per-image %s outcomes: %s", split, err)
-            return None
+            self.outcomes[split].update(logits, targets)
 
     def eval_outcomes(self, split: str) -> dict[str, np.ndarray] | None:
         """Per-image outcomes of the split's last evaluation (sanity checks excluded), on global rank 0: the
@@ -321,20 +256,14 @@ class ImageClassifier(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step("test", batch)
 
-    def _start_eval_epoch(self, split: str) -> None:
-        self._outcome_rows[split] = []
-        self._outcomes[split] = None  # a failed gather must not leave an earlier epoch's outcomes behind
-
     def _end_eval_epoch(self, split: str) -> None:
-        if not self.trainer.sanity_checking:  # the same on every rank, so all or none meet in the gather
-            self._outcomes[split] = self._gather_outcomes(split)
+        outcomes, trainer = self.outcomes[split], self.trainer
+        if not trainer.sanity_checking:  # the same on every rank, so all or none meet in the gather
+            outcomes.place(loader_order(trainer.val_dataloaders if split == "val" else trainer.test_dataloaders))
+            computed = outcomes.compute()  # on every rank: it gathers
+            self._outcomes[split] = computed if trainer.is_global_zero else None
+        outcomes.reset()
         self._log_epoch_metrics(split)
-
-    def on_validation_epoch_start(self) -> None:
-        self._start_eval_epoch("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._start_eval_epoch("test")
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval_epoch("val")
@@ -347,21 +276,14 @@ class ImageClassifier(L.LightningModule):
 
     # --- optimisation ------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        optimizer = torch.optim.SGD(
-            self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
-        )
+        optimizer = torch.optim.SGD(self.parameters(), **self.hparams.optimizer)
+        schedule = LRSchedule(**self.hparams.schedule)
         # Reading estimated_stepping_batches sets up the train loader, so the epoch length is known below.
         total = self.trainer.estimated_stepping_batches  # inf when the run has no epoch or step limit
-        if hp.lr_schedule == "cosine" and not math.isfinite(total):
-            raise ModelConfigError("lr_schedule cosine needs a finite run: set trainer.max_epochs or max_steps")
+        if schedule.kind == "cosine" and not math.isfinite(total):
+            raise ModelConfigError("model.schedule.kind cosine needs a finite run: set trainer.max_epochs or max_steps")
         batches = self.trainer.num_training_batches
         accumulate = max(1, self.trainer.accumulate_grad_batches)
         steps_per_epoch = max(1, math.ceil(batches / accumulate)) if math.isfinite(batches) else 1
-        total_steps = int(total) if math.isfinite(total) else 0
-        scheduler = schedule_for(
-            optimizer, hp.lr_schedule, steps_per_epoch, total_steps, step_size=hp.step_size,
-            step_gamma=hp.step_gamma, exp_gamma=hp.exp_gamma, warmup_steps=round(hp.warmup_epochs * steps_per_epoch),
-            warmup_start_factor=hp.warmup_start_factor, min_factor=hp.min_lr_factor,
-        )  # fmt: skip
+        scheduler = schedule.scheduler(optimizer, steps_per_epoch, int(total) if math.isfinite(total) else 0)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,7 +1,7 @@
 """The seam between the LightningCLI (ecaplatform/training/lightning_cli.py) and tracking.
 
 The CLI calls `tracking_for_run` once per `eca fit|validate|test`, after parsing and before the Trainer is
-built, and adds what it returns: the RunRecorder callback (SQL store) and a WandbLogger (or None).
+built, and adds what it returns: the RunRecorder callback, the StoreLogger (SQL store) and a WandbLogger.
 """
 
 from __future__ import annotations
@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
+
 from ecaplatform.training.jobspec import JobSpec
-from ecaplatform.training.provenance import resolve_run_id
-from ecaplatform.training.recorder import RESULT_SPLITS, RunRecorder
+from ecaplatform.training.recorder import RESULT_SPLITS, RunRecorder, find
+from ecaplatform.training.run import RunStatus, resolve_run_id
+from ecaplatform.training.store_logger import StoreLogger
 
 
 def wandb_mode(job: JobSpec) -> str:
@@ -50,33 +54,21 @@ def make_wandb_logger(run_id: str, job: JobSpec, mode: str) -> Any:
     return logger
 
 
-def _resume_checkpoint(config: dict[str, Any]) -> str | None:
-    """The checkpoint file a `fit --ckpt_path ...` resumes from ("last" is checkpoint.dirpath's last.ckpt)."""
-    ckpt_path = config.get("ckpt_path")
-    if ckpt_path == "last":
-        dirpath = (config.get("checkpoint") or {}).get("dirpath")
-        return os.path.join(dirpath, "last.ckpt") if dirpath else None
-    return ckpt_path if isinstance(ckpt_path, str) else None
+def tracking_for_run(subcommand: str, config: dict[str, Any], job: JobSpec | None, run_id: str | None = None,
+                     save_dir: str | None = None) -> tuple[list[Callback], list[Logger]]:  # fmt: skip
+    """(callbacks, loggers) that record this run: the RunRecorder callback; a WandbLogger, unless W&B is disabled,
+    and the StoreLogger (last: the first logger names Lightning's log_dir).
 
-
-def run_id_for(subcommand: str, config: dict[str, Any]) -> str:
-    """This run's id (see provenance.resolve_run_id): a fit that resumes a checkpoint continues its run."""
-    return resolve_run_id(_resume_checkpoint(config) if subcommand == "fit" else None)
-
-
-def tracking_for_run(
-    subcommand: str, config: dict[str, Any], job: JobSpec | None, run_id: str | None = None
-) -> tuple[list[Any], Any]:
-    """Return (extra Lightning callbacks, a logger or None) that record this run.
-
-    `config` is the resolved config of the subcommand as a plain dict (what `--print_config` shows); `run_id`
-    the id the CLI resolved (its run folder is named after it), else resolved here.
+    `config` is the resolved config of the subcommand as a plain dict (what `--print_config` shows, `ckpt_path`
+    a file or a word Lightning resolves); `run_id` the id the CLI resolved (its run folder, `save_dir`, is named after
+    it), else resolved here.
     """
     if subcommand not in RESULT_SPLITS:
-        return [], None
+        return [], []
     job = job or JobSpec()
-    run_id = run_id or run_id_for(subcommand, config)
+    run_id = run_id or resolve_run_id(subcommand, config.get("ckpt_path"))
     mode = wandb_mode(job)
-    logger = None if mode == "disabled" else make_wandb_logger(run_id, job, mode)
-    recorder = RunRecorder(run_id=run_id, command=subcommand, config=config, job=job, wandb_logger=logger)
-    return [recorder], logger
+    wandb_logger = None if mode == "disabled" else make_wandb_logger(run_id, job, mode)
+    evaluated = None if subcommand == "fit" else config.get("ckpt_path") or find(config, "model", "checkpoint")
+    store = StoreLogger(RunStatus(run_id), subcommand, evaluated, wandb_logger, save_dir)
+    return [RunRecorder(store, config, job)], [logger for logger in (wandb_logger, store) if logger is not None]

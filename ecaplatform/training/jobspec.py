@@ -1,8 +1,8 @@
 """The `job:` section of a job YAML: what the run is called, which claim it tests and where it runs.
 
 A job YAML is a LightningCLI config (model/data/trainer) plus this section, so the same file works with
-`eca fit --config` and with `eca submit`. Dataclasses let jsonargparse reject unknown keys and wrong types
-with the field's name.
+`eca fit --config` and with `eca submit`. Dataclasses let jsonargparse reject unknown keys, wrong types, values
+outside a Literal and numbers out of range (PositiveInt, ...) with the field's name.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Literal, get_args
+
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 Command = Literal["fit", "validate", "test"]
 COMMANDS: tuple[str, ...] = get_args(Command)  # what `eca submit` can run, and `eca fit|validate|test`
@@ -40,10 +42,10 @@ def check_identifier(value: object, setting: str, max_chars: int) -> str:
 class Resources:
     """What a SLURM allocation asks for (ignored by the local launcher except `gpus_per_node`)."""
 
-    nodes: int = 1
-    gpus_per_node: int = 0  # 0 means a CPU job: --ntasks-per-node is then `tasks_per_node`
-    tasks_per_node: int = 1  # used when gpus_per_node == 0 (CPU DDP); otherwise one task per GPU
-    cpus_per_task: int = 2
+    nodes: PositiveInt = 1
+    gpus_per_node: NonNegativeInt = 0  # 0 means a CPU job: --ntasks-per-node is then `tasks_per_node`
+    tasks_per_node: PositiveInt = 1  # used when gpus_per_node == 0 (CPU DDP); otherwise one task per GPU
+    cpus_per_task: PositiveInt = 2
     mem: str = "8G"
     time: str = "01:00:00"
     partition: str | None = None

@@ -3,14 +3,16 @@
 What it adds to Lightning's CLI, through its public hooks only: a `job:` section (JobSpec); `extends: base.yaml`
 (the job read on top of a recipe, as if both were given to `--config`); `model.num_classes` linked to the data;
 a folder per run, runs/<job.name>/<run id>/ (checkpoints/{best,last}.ckpt, csv/), so that `--ckpt_path last|best`
-name one run's file (`--from_run RUN`, else the newest); the run's tracking (`tracking_for_run`);
-`validate`/`test` refusing random weights; a check mode (`check_job`: parse, build the model and data module,
-no Trainer) that `eca submit` uses; one-line errors instead of tracebacks.
+name one run's file (`--from_run RUN`, else the newest; ecaplatform.training.run decides both); the run's tracking
+(`tracking_for_run`); `validate`/`test` refusing random weights; a check (`check_job`: parse and build the model and
+data module as `eca <command>` would, through LightningCLI's `run=False`, no Trainer) that `eca submit` uses;
+one-line errors instead of tracebacks.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import warnings
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, ThroughputMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -34,9 +36,10 @@ from ecaplatform.training.classifier import ImageClassifier, ModelConfigError
 from ecaplatform.training.jobspec import COMMANDS, JOB_NAME_MAX_CHARS, JobSpec, check_identifier
 from ecaplatform.training.progress import LogLinesProgressBar
 from ecaplatform.training.quiet import silence_known_noise
+from ecaplatform.training.run import RunIdentity, identify
 from ecaplatform.training.slurm_requeue import SlurmRequeue
+from ecaplatform.training.store_logger import StoreLogger
 
-DEFAULT_RUNS_DIR = "runs"
 LIGHTNING_CKPT_WORDS = (None, "hpc", "registry")  # --ckpt_path values Lightning resolves itself (not last/best)
 USER_ERRORS = (ArgumentError, DataError, ModelConfigError, CheckpointError, StoreError)
 CHECKPOINT_DEFAULTS = {"checkpoint.monitor": "val_top1", "checkpoint.mode": "max", "checkpoint.filename": "best",
@@ -118,17 +121,13 @@ def batch_size_of(batch: Any) -> int:
     return len(batch[1])
 
 
-class _Checked(Exception):  # noqa: N818 - a signal, not an error: the check-only CLI stops with it
-    def __init__(self, spec: JobSpec, config: dict[str, Any]) -> None:
-        super().__init__("checked")
-        self.spec, self.config = spec, config
-
-
 class EcaLightningCLI(LightningCLI):
-    def __init__(self, args: list[str], check_only: bool = False) -> None:
-        self.check_only = check_only
-        self.run_id: str | None = None  # decided in before_instantiate_classes; the run folder is named after it
-        self.run_dir = Path(DEFAULT_RUNS_DIR)
+    """`args` start with the subcommand; with `check` (a subcommand) they do not: the classes are built as that
+    subcommand would build them (its arguments, e.g. --ckpt_path, included) and nothing runs (`run=False`)."""
+
+    def __init__(self, args: list[str], check: str | None = None) -> None:
+        self.check = check
+        self.run: RunIdentity | None = None  # decided in before_instantiate_classes
         super().__init__(
             model_class=ImageClassifier,
             datamodule_class=ClassificationDataModule,
@@ -140,7 +139,16 @@ class EcaLightningCLI(LightningCLI):
             parser_kwargs={"exit_on_error": False},  # errors come back as exceptions: main() prints one line
             auto_configure_optimizers=False,
             args=args,
+            run=check is None,
         )
+
+    @property
+    def command(self) -> str:
+        return self.subcommand or str(self.check)
+
+    def _section(self, config: Namespace) -> Namespace:
+        """The subcommand's part of a parsed config: all of it when checking (no subcommands)."""
+        return config[self.subcommand] if self.subcommand else config
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--extends", type=str | None, default=None,
@@ -156,17 +164,19 @@ class EcaLightningCLI(LightningCLI):
         parser.add_argument("--trust_ckpt_hparams", type=bool, default=False,
                             help="score --ckpt_path's own model (its saved model_name, model_kwargs) even where the "
                                  "job names another; by default such a checkpoint is refused")
+        if self.check:  # what LightningCLI adds to the subcommand's parser: the Trainer method's own arguments
+            parser.add_method_arguments(Trainer, self.check, skip=set(self.subcommands()[self.check]))
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, expand_config_args(args) if isinstance(args, list) else args)
         # Before Lightning reads --ckpt_path (it would replace the job's model with the checkpoint's, silently).
-        config = self.config.get(str(self.config.get("subcommand")))
-        if config is not None and config.get("ckpt_path") and Path(config.ckpt_path).is_file():
+        config = self.config.get(self.config.get("subcommand") or "", self.config)
+        if config.get("ckpt_path") and Path(config.ckpt_path).is_file():
             check_ckpt_file(config.ckpt_path, config.model, trust_hparams=config.trust_ckpt_hparams)
 
     # --- before anything is built: fill run-specific defaults, refuse what cannot work ----------------------------
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
+        config = self._section(self.config)
         if config.job.claim:
             from ecaplatform.store.claims import claim_ids
 
@@ -174,77 +184,35 @@ class EcaLightningCLI(LightningCLI):
                 raise CLIConfigError(f"job.claim: {config.job.claim!r} is not a claim id; known ids look like "
                                      f"{known[0]!r} (`eca claims --json` lists them all)")
         from ecaplatform.store import verification
-        from ecaplatform.training import provenance
 
+        ckpt_path = config.get("ckpt_path")
         try:
             check_identifier(config.job.name, "job.name", JOB_NAME_MAX_CHARS)  # it names the job's folder
-            from_run = config.get("from_run")
-            if from_run is not None:
-                provenance.check_run_id(from_run, "--from_run")
             verification.heartbeat_timeout_s()  # a bad ECA_HEARTBEAT_TIMEOUT_S fails now, not in a thread
+            # Lightning knows "best" only inside the fit that produced it, and its "last" would search one folder.
+            self.run = identify(self.command, config.job.name, config.trainer.default_root_dir, ckpt_path,
+                                config.get("from_run"), config.checkpoint.dirpath)  # fmt: skip
         except ValueError as err:
             raise CLIConfigError(str(err)) from None
-        # default_root_dir is the job's folder; each run gets a folder of its own in it (see instantiate_trainer).
-        job_dir = Path(config.trainer.default_root_dir or os.path.join(DEFAULT_RUNS_DIR, config.job.name))
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path in ("last", "best"):
-            # Lightning knows "best" only inside the fit that produced it, and its "last" would search one folder.
-            source, path = self._named_checkpoint(job_dir, ckpt_path, from_run, config.checkpoint.dirpath)
-            config.ckpt_path = str(path)  # an existing file: _named_checkpoint refuses a missing one
-            check_ckpt_file(str(path), config.model, trust_hparams=config.trust_ckpt_hparams)
-            if not self.check_only:  # `eca submit` says which run it continues itself
-                rank_zero_print(f"eca {self.subcommand}: --ckpt_path {ckpt_path}: {source}: {path}")
+        if self.run.taken_from is not None:  # last|best: an existing file
+            config.ckpt_path = self.run.ckpt_path
+            check_ckpt_file(config.ckpt_path, config.model, trust_hparams=config.trust_ckpt_hparams)
+            if not self.check:  # `eca submit` says which run it continues itself
+                rank_zero_print(f"eca {self.command}: --ckpt_path {ckpt_path}: "
+                                f"{self.run.taken_from}: {config.ckpt_path}")
         elif ckpt_path not in LIGHTNING_CKPT_WORDS and not Path(ckpt_path).exists():
             raise CLIConfigError(f"--ckpt_path {ckpt_path} does not exist; give a .ckpt file, 'last' or 'best'")
-        if self.subcommand in ("validate", "test") and not ckpt_path and not config.model.checkpoint:
+        if self.command in ("validate", "test") and not ckpt_path and not config.model.checkpoint:
             raise CLIConfigError(
-                f"`eca {self.subcommand}` needs weights to score: pass --ckpt_path (one of our .ckpt files, "
+                f"`eca {self.command}` needs weights to score: pass --ckpt_path (one of our .ckpt files, "
                 "'last' or 'best') or --model.checkpoint (e.g. a released eca_resnet50_k3557.pth.tar); "
                 "it refuses to evaluate randomly initialised weights"
             )
-        from ecaplatform.training.integration import run_id_for
-
-        try:  # a fit that resumes a checkpoint continues that checkpoint's run (and its folder)
-            self.run_id = run_id_for(self.subcommand, {"ckpt_path": config.get("ckpt_path")})
-        except ValueError as err:
-            raise CLIConfigError(str(err)) from None
-        self.run_dir = job_dir / self.run_id
-
-    @staticmethod
-    def _named_checkpoint(job_dir: Path, which: str, from_run: str | None, dirpath: str | None) -> tuple[str, Path]:
-        """("run RUN_ID", file) that `--ckpt_path last|best` stands for: `--from_run`'s, else this run's own (a
-        requeued or resumed run, ECA_RUN_ID), else the job's run whose file is newest; in `checkpoint.dirpath` if
-        the job sets one (all its runs then share it)."""
-        from ecaplatform.training.provenance import run_id_from_environment
-
-        name = f"{which}.ckpt"
-        if dirpath is not None:
-            path = Path(dirpath) / name
-            if not path.is_file():
-                raise CLIConfigError(f"--ckpt_path {which}: {path} does not exist; train first or give a .ckpt path")
-            return "checkpoint.dirpath", path.absolute()
-        try:
-            own = run_id_from_environment()
-        except ValueError as err:
-            raise CLIConfigError(str(err)) from None
-        if from_run is None and own is not None and (job_dir / own / "checkpoints" / name).is_file():
-            from_run = own
-        if from_run is not None:
-            path = job_dir / from_run / "checkpoints" / name
-            if not path.is_file():
-                raise CLIConfigError(f"--ckpt_path {which} --from_run {from_run}: {path} does not exist; the job's "
-                                     f"runs are the folders in {job_dir}")  # fmt: skip
-            return f"run {from_run}", path.absolute()
-        found = [path for path in job_dir.glob(f"*/checkpoints/{name}") if path.is_file()]
-        if not found:
-            raise CLIConfigError(f"--ckpt_path {which}: no run in {job_dir} has a {name}; train first (eca fit), "
-                                 "or give a .ckpt path")  # fmt: skip
-        newest = max(found, key=lambda path: path.stat().st_mtime)
-        return f"run {newest.parent.parent.name}", newest.absolute()
 
     def resolved_config(self) -> dict[str, Any]:
         """The subcommand's config as plain data, as --print_config shows it, with the linked num_classes."""
-        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))[self.subcommand]
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        dumped = dumped[self.subcommand] if self.subcommand else dumped
         dumped["model"]["num_classes"] = self.model.hparams.num_classes
         return dumped
 
@@ -253,15 +221,15 @@ class EcaLightningCLI(LightningCLI):
         CSV log there and the run's tracking. No two runs share a file, so a checkpoint's recorded sha256 stays
         true and concurrent runs of one job never race on a log.
 
-        Check mode builds no Trainer: `eca submit` may run on a login node without the job's GPUs.
+        A check builds no Trainer: `eca submit` may run on a login node without the job's GPUs.
         """
-        if self.check_only:
+        if self.check or self.run is None:
             return None
         from ecaplatform.training.integration import tracking_for_run
 
         config = self.config_init[self.subcommand]
         trainer = config.trainer
-        run_dir = str(self.run_dir)
+        run_dir = str(self.run.folder)
         callbacks = list(trainer.callbacks or []) if isinstance(trainer.callbacks, list) else [trainer.callbacks]
         callbacks = [c for c in callbacks if c is not None]
         if trainer.enable_checkpointing is not False:  # Lightning refuses a ModelCheckpoint when it is False
@@ -271,16 +239,15 @@ class EcaLightningCLI(LightningCLI):
                 # An evaluation writes no checkpoint; where it reads one, the callbacks' saved state fits as it is.
                 dirpath = str(Path(ckpt_path).parent)
             callbacks += checkpoint_callbacks(config.checkpoint.as_dict(), dirpath)
-        tracking_callbacks, tracking_logger = tracking_for_run(self.subcommand, self.resolved_config(), config.job,
-                                                               run_id=self.run_id)  # fmt: skip
+        tracking_callbacks, tracking_loggers = tracking_for_run(self.subcommand, self.resolved_config(), config.job,
+                                                                run_id=self.run.id, save_dir=run_dir)  # fmt: skip
         logger = trainer.logger
-        if logger is not False:
-            loggers = [] if logger in (None, True) else list(logger) if isinstance(logger, list) else [logger]
-            if not loggers:  # the config asked for Lightning's default logger: a CSV one under the run folder
-                loggers.append(CSVLogger(save_dir=run_dir, name="csv"))
-            if tracking_logger is not None:
-                loggers.append(tracking_logger)
-            kwargs["logger"] = loggers
+        if logger is False:  # the job logs nothing: the store still records the run
+            tracking_loggers = [lg for lg in tracking_loggers if isinstance(lg, StoreLogger)]
+        loggers = [] if logger in (None, True, False) else list(logger) if isinstance(logger, list) else [logger]
+        if logger in (None, True):  # the config asked for Lightning's default logger: a CSV one under the run folder
+            loggers.append(CSVLogger(save_dir=run_dir, name="csv"))
+        kwargs["logger"] = [*loggers, *tracking_loggers]
         # Not written into the config: the recorded config (and its hash) stays the same for every run of a job.
         kwargs["default_root_dir"] = run_dir
         # A log file gets lines, not a bar redrawn in place; a bar the config names is kept.
@@ -289,18 +256,18 @@ class EcaLightningCLI(LightningCLI):
             callbacks.append(LogLinesProgressBar())
         # SlurmRequeue does nothing outside SLURM; under it, a preemption checkpoints at a step all ranks agree on.
         callbacks.append(SlurmRequeue())
-        return super().instantiate_trainer(callbacks=[*callbacks, *tracking_callbacks], **kwargs)
-
-    def after_instantiate_classes(self) -> None:
-        if self.check_only:
-            raise _Checked(self.config_init[self.subcommand].job, self.resolved_config())
+        built = super().instantiate_trainer(callbacks=[*callbacks, *tracking_callbacks], **kwargs)
+        if built.fast_dev_run:  # it swaps every logger for a DummyLogger: the store records the run all the same
+            built.loggers = [*built.loggers, *(lg for lg in tracking_loggers if isinstance(lg, StoreLogger))]
+        return built
 
     def after_fit(self) -> None:
         trainer = self.trainer
         if not trainer.is_global_zero:
             return
-        lines = ["", f"Run {self.run_id} finished. Where things are:",
-                 f"  run folder:  {os.path.abspath(self.run_dir)}"]  # fmt: skip
+        run = self.run
+        assert run is not None
+        lines = ["", f"Run {run.id} finished. Where things are:", f"  run folder:  {os.path.abspath(run.folder)}"]
         checkpoints = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
         if checkpoints:
             lines.append(f"  checkpoints: {checkpoints[0].dirpath}")
@@ -312,20 +279,22 @@ class EcaLightningCLI(LightningCLI):
             elif checkpoint.best_model_path:
                 lines.append(f"  last:        {checkpoint.best_model_path}")
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):  # its save_dir is only where W&B makes its wandb/ folder
+            # W&B's save_dir is only where it makes its wandb/ folder; the store's is the run folder.
+            if isinstance(logger, (WandbLogger, StoreLogger)):
                 continue
             where = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
             if where is not None:
                 lines.append(f"  logs ({type(logger).__name__}): {os.path.abspath(where)}")
-        for location in filter(None, (getattr(c, "wandb_location", None) for c in trainer.callbacks)):
-            mode, where = location
+        wandb_run = next((lg.wandb_location for lg in trainer.loggers if isinstance(lg, StoreLogger)), None)
+        if wandb_run is not None:
+            mode, where = wandb_run
             if mode == "offline":
                 lines.append(f"  W&B run:     {os.path.abspath(where)} (offline; `wandb sync {where}` uploads it)")
             else:
                 lines.append(f"  W&B run:     {where}")
         if checkpoints:
-            lines.append(f"  resume:      eca fit --config <this job> --ckpt_path last --from_run {self.run_id}")
-            lines.append(f"  evaluate:    eca validate --config <this job> --ckpt_path best --from_run {self.run_id}")
+            lines.append(f"  resume:      eca fit --config <this job> --ckpt_path last --from_run {run.id}")
+            lines.append(f"  evaluate:    eca validate --config <this job> --ckpt_path best --from_run {run.id}")
         print("\n".join(lines), flush=True)
 
 
@@ -353,12 +322,10 @@ def check_job(config_path: str | os.PathLike[str], subcommand: str,
         raise CLIConfigError(f"unknown subcommand {subcommand!r}; use one of {', '.join(COMMANDS)}")
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     try:
-        EcaLightningCLI(args=[subcommand, "--config", str(config_path), *overrides], check_only=True)
-    except _Checked as done:
-        return done.spec, done.config
+        cli = EcaLightningCLI(args=["--config", str(config_path), *overrides], check=subcommand)
+        return cli.config_init.job, cli.resolved_config()
     except Exception as err:
         raise (find_user_error(err) or err) from None
-    raise AssertionError("check_only CLI returned without checking")  # pragma: no cover
 
 
 def find_user_error(err: BaseException) -> BaseException | None:
@@ -376,13 +343,15 @@ def user_message(err: BaseException) -> str:
     """One line saying what is wrong: jsonargparse's multi-line type errors and DataLoader workers' traceback
     text reduced to the part that names the key or file."""
     text = str(err).strip()
+    # Checked (run=False: no subcommand), an unknown key is named within its group; `eca <command>` names it whole.
+    text = re.sub(r"^Group '([^']+)' does not accept option '", r"Group '\1' does not accept option '\1.", text)
     lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(err).__name__]
     if "Original Traceback" in text:  # a DataLoader worker's error: its last line holds the message
         head, _, tail = lines[-1].partition(": ")
         return tail if tail and head.endswith("Error") else lines[-1]
     # jsonargparse: 'Parser key "k":', then a "- ..." line per type it tried (None's is no help), the value given.
-    details = [f"{line[2:]} {lines[i + 1]}" if line.endswith(":") and i + 1 < len(lines) else line[2:]
-               for i, line in enumerate(lines) if line.startswith("- ") and "NoneType" not in line]
+    details = [" ".join(lines[i:i + 2 + lines[i + 1].endswith(":")])[2:] if line.endswith(":") and i + 1 < len(lines)
+               else line[2:] for i, line in enumerate(lines) if line.startswith("- ") and "NoneType" not in line]
     details += [line for line in lines if line.startswith("Given value:") and len(line) < 100]
     return f"{lines[0].rstrip(':')}: {'; '.join(details)}" if details else " ".join(lines)
 

@@ -1,7 +1,5 @@
-"""Where a run came from: code version, config, libraries, machine, SLURM job, checkpoint digests.
-
-Run identity also lives here: one run id per logical run, the same across DDP ranks, resumes and SLURM requeues.
-"""
+"""Where a run came from: code version, config, libraries, machine, checkpoint digests (its identity and SLURM job:
+ecaplatform.training.run)."""
 
 from __future__ import annotations
 
@@ -11,81 +9,12 @@ import os
 import platform
 import socket
 import subprocess
-import uuid
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ecaplatform.training.jobspec import RUN_ID_MAX_CHARS, check_identifier
-
-RUN_ID_ENV_VAR = "ECA_RUN_ID"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LIBRARIES = ("torch", "torchvision", "lightning", "torchmetrics", "wandb", "sqlalchemy", "ecaplatform", "numpy")
-
-
-def new_run_id() -> str:
-    """A readable, sortable, unique id that W&B also accepts as a run id: `20261126-013012-1a2b3c4d`."""
-    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
-
-
-def slurm_job_id(environ: dict[str, str] | None = None) -> str | None:
-    """The SLURM job id, `JOBID_TASK` for an array task (the array's own job id is shared by its tasks)."""
-    env = os.environ if environ is None else environ
-    array_job, array_task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
-    if array_job and array_task:
-        return f"{array_job}_{array_task}"
-    return env.get("SLURM_JOB_ID")
-
-
-def run_id_from_checkpoint(path: str | os.PathLike[str], state_key: str) -> str | None:
-    """The run id a RunRecorder stored in a Lightning checkpoint, or None if it holds none or cannot be read."""
-    import torch
-
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None
-    state = (checkpoint.get("callbacks") or {}).get(state_key) if isinstance(checkpoint, dict) else None
-    run_id = state.get("run_id") if isinstance(state, dict) else None
-    return run_id if isinstance(run_id, str) and run_id else None
-
-
-def check_run_id(run_id: object, setting: str) -> str:
-    """`run_id` if it can name the run's folder and W&B run, else UnsafeIdentifierError naming `setting`."""
-    return check_identifier(run_id, setting, RUN_ID_MAX_CHARS)
-
-
-def run_id_from_environment() -> str | None:
-    """The run id the environment gives (`ECA_RUN_ID`, else the SLURM job's), checked; None if it gives none."""
-    from_env = os.environ.get(RUN_ID_ENV_VAR)
-    if from_env:
-        return check_run_id(from_env, RUN_ID_ENV_VAR)
-    job = slurm_job_id()
-    if job:
-        cluster = os.environ.get("SLURM_CLUSTER_NAME")
-        return check_run_id(f"slurm-{cluster}-{job}" if cluster else f"slurm-{job}",
-                            "the run id made of SLURM_CLUSTER_NAME and SLURM_JOB_ID (set ECA_RUN_ID instead)")
-    return None
-
-
-def resolve_run_id(ckpt_path: str | None = None, state_key: str = "RunRecorder") -> str:
-    """The run's id, from the most stable source available, checked to be a safe folder name.
-
-    1. `ECA_RUN_ID` (set by `eca submit`, also to the resumed run's id; survives a SLURM requeue, which keeps
-       the job's environment);
-    2. the SLURM job id (a requeued job keeps it), for jobs submitted with plain `sbatch`;
-    3. the run id stored in the checkpoint a `fit --ckpt_path` resumes from;
-    4. a new id.
-    """
-    from_environment = run_id_from_environment()
-    if from_environment:
-        return from_environment
-    if ckpt_path and Path(ckpt_path).is_file():
-        stored = run_id_from_checkpoint(ckpt_path, state_key)
-        if stored:
-            return check_run_id(stored, f"{ckpt_path}: the run id it holds,")
-    return new_run_id()
 
 
 def git_state(repo: Path = REPO_ROOT) -> tuple[str | None, bool | None]:

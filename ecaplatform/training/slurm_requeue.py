@@ -4,7 +4,7 @@ batch boundary, all save one checkpoint there, and rank 0 requeues the job.
 Why not Lightning's own handler: it saves the checkpoint inside the signal handler, at whatever line each rank
 happens to be running. Saving ends in a barrier, a collective; when the signal reaches the ranks at different
 moments (SLURM signals each task separately), one rank's barrier meets another rank's gradient all-reduce and
-the job hangs until its time limit, never requeued (seen in CI: the store never heard of the preemption).
+the job hangs until its time limit, never requeued, and the store never hears of the preemption.
 Here a rank's handler sets a flag and returns. Every `check_every_n_steps` training batches (and at each
 epoch's end, after its validation) the ranks all-reduce their flags, so they decide together, at the same step, with the
 optimizer step complete: the checkpoint is consistent and its barrier pairs with the others'.
@@ -18,7 +18,6 @@ run folder), under the same SLURM job id and the same store run.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import threading
@@ -29,6 +28,8 @@ import lightning.pytorch as pl
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
+
+from ecaplatform.training.run import slurm_job_id
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,6 @@ def requeue_job(job_id: str) -> bool:
         log.warning("SLURM refused to requeue job %s: %s", job_id, result.stderr.strip() or result.returncode)
         return False
     return True
-
-
-def slurm_job_id() -> str | None:
-    """This job's id as scontrol names it: `<array job>_<task>` for an array task."""
-    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and array_task:
-        return f"{array_job}_{array_task}"
-    return os.environ.get("SLURM_JOB_ID") or None
 
 
 class SlurmRequeue(Callback):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from ecaplatform.paper import PAPER
-from ecaplatform.store.spread import SeedSpread
+from ecaplatform.store.board import STORE_OK
 from ecaplatform.store.verification import NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
-from leaderboard import data, queries, render, spread_view
+from leaderboard import data, render, spread_view
 
 HOW_TO_PRODUCE_A_RUN = """
 **No runs recorded yet.** The claims below come from the claims file and show as *Unverified* until a run
@@ -20,15 +20,8 @@ that evaluates the whole ImageNet validation split (50,000 images, each counted 
 """
 
 
-@st.cache_data(ttl=data.CACHE_TTL_S, show_spinner=False)
-def claim_spreads(url: str) -> dict[str, SeedSpread]:
-    # Cached like the board (same TTL), so a burst of reruns reads the store once.
-    return spread_view.claim_spreads(data.engine_for(url), data.claims_board(url))
-
-
-url = data.store_url()
-board = data.claims_board(url)
-spreads = claim_spreads(url)
+store = data.store()
+board = data.claims_board(store)
 
 st.title("ECA-Net: claims and their verification")
 st.markdown(
@@ -36,7 +29,7 @@ st.markdown(
     f"code [github.com/BangguWu/ECANet]({PAPER.code_url})"
 )
 
-if board.store_state != queries.STORE_OK or board.run_count == 0:
+if board.state != STORE_OK or board.run_count == 0:
     st.info(HOW_TO_PRODUCE_A_RUN)
 
 counts = {s: sum(r.status == s for r in board.rows) for s in (VERIFIED, NOT_REPRODUCED, RUNNING, UNVERIFIED)}
@@ -45,16 +38,16 @@ columns[0].metric("Claims", len(board.rows))
 for column, (status, count) in zip(columns[1:], counts.items(), strict=True):
     column.metric(status, count)
 
-public = [r for r in board.rows if r.public]
-others = [r for r in board.rows if not r.public]
+public = [r for r in board.rows if r.claim.public]
+others = [r for r in board.rows if not r.claim.public]
 st.subheader("Public claims")
-st.html(spread_view.claims_table_html(public, spreads))
+st.html(spread_view.claims_table_html(public))
 if others:
     st.subheader("Every other claim in the paper")
-    st.html(spread_view.claims_table_html(others, spreads))
+    st.html(spread_view.claims_table_html(others))
 
 st.caption(
-    f"Store: {render.md(board.store_url)} ({board.store_state}, {board.run_count:,} runs; read-only, refreshed "
+    f"Store: {render.md(store.display_url)} ({board.state}, {board.run_count:,} runs; read-only, refreshed "
     f"every {data.CACHE_TTL_S} s). Claims from: {render.md(board.claims_source)}. A claim is verified only by a "
     "succeeded run whose result covers the claim's whole dataset split, each sample counted once, evaluated with the "
     "reference torchvision (PIL) pipeline as the paper was, within the claim's tolerance below the claimed value "

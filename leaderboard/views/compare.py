@@ -12,13 +12,14 @@ import pandas as pd
 import streamlit as st
 
 from ecaplatform.store.comparison import DEFAULT_RESAMPLES, describe_fingerprint, fmt_p
+from ecaplatform.store.database import Store
 from leaderboard import data, paired, render
 
 BACKBONE_ORDER = ["ResNet-18", "ResNet-34", "ResNet-50", "ResNet-101", "ResNet-152", "MobileNetV2"]
 METHOD_ORDER = ["ResNet", "MobileNetV2", "SENet", "SE (r=8)", "CBAM", "ECA-Net"]
 
-url = data.store_url()
-table = data.compare_frame(url)
+store = data.store()
+table = data.compare_frame(store)
 
 st.title("ECA-Net against its baselines")
 st.markdown(
@@ -78,8 +79,8 @@ ECA = "ECA-Net"
 
 
 @st.cache_data(ttl=data.CACHE_TTL_S, show_spinner=False)
-def paired_board(url: str, pairs: tuple[tuple[str, str], ...]) -> list[paired.PairedEntry]:
-    return paired.paired_comparisons(data.engine_for(url), pairs)
+def paired_board(store: Store, pairs: tuple[tuple[str, str], ...]) -> list[paired.PairedEntry]:
+    return paired.paired_comparisons(data.engine_for(store), pairs)
 
 
 def backbone_pairs(rows: pd.DataFrame) -> list[tuple[str, str, str, float | None]]:
@@ -190,7 +191,7 @@ def class_chart(method: str, comparison: paired.ResultComparison) -> alt.Chart:
 backbones = order(table["backbone"], BACKBONE_ORDER)
 pairs_by_backbone = {backbone: backbone_pairs(table[table["backbone"] == backbone]) for backbone in backbones}
 all_pairs = tuple(dict.fromkeys((b, e) for pairs in pairs_by_backbone.values() for _, b, e, _ in pairs))
-paired_entries = {(e.baseline_model, e.eca_model): e for e in paired_board(url, all_pairs)}
+paired_entries = {(e.baseline_model, e.eca_model): e for e in paired_board(store, all_pairs)}
 
 for backbone in backbones:
     rows = table[table["backbone"] == backbone]

@@ -9,21 +9,21 @@ import yaml
 from ecaplatform.store.verification import LOST
 from leaderboard import data, queries, render
 
-url = data.store_url()
+store = data.store()
 run_id = st.query_params.get("run")
 
 st.title("Run")
 if not run_id:
-    runs = data.runs_frame(url)
+    runs = data.runs_frame(store)
     if runs.empty:
         st.info("No runs recorded yet: `make demo` trains a small model on the CPU and records it here.")
         st.stop()
     run_id = st.selectbox("Run", runs["id"].tolist(), index=0, key="run_pick")
     st.query_params["run"] = run_id
 
-detail = data.run_detail(url, run_id)
+detail = data.run_detail(store, run_id)
 if detail is None:
-    st.error(f"No run with id {render.md(repr(run_id))} in the store {render.md(queries.display_url(url))}. "
+    st.error(f"No run with id {render.md(repr(run_id))} in the store {render.md(store.display_url)}. "
              "Pick one on the Runs page.")  # fmt: skip
     st.page_link("views/runs.py", label="All runs", icon=":material/list:")
     st.stop()

@@ -10,8 +10,8 @@ from leaderboard.queries import filter_runs
 
 MAX_ROWS_SHOWN = 2000  # the newest matching runs; filters narrow the rest down
 
-url = data.store_url()
-runs = data.runs_frame(url)
+store = data.store()
+runs = data.runs_frame(store)
 
 st.title("Runs")
 if runs.empty:

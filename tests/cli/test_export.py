@@ -216,8 +216,8 @@ def test_an_unwritable_dir_is_one_line_and_the_store_is_not_read(tmp_path: Path)
     assert done.stderr.count("\n") == 1 and list(folder.iterdir()) == []
 
 
-def test_export_imports_neither_torch_nor_lightning() -> None:
-    code = ("import sys, ecaplatform.cli.export; "
+def test_export_and_the_claims_board_import_neither_torch_nor_lightning() -> None:
+    code = ("import sys, ecaplatform.cli.export, ecaplatform.cli.store_commands, leaderboard.spread_view; "
             "print(sorted(m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -86,6 +86,10 @@ JOB_FILE_FAULTS: dict[str, tuple[Callable[[Path], Path], tuple[str, ...]]] = {
                     ("model.learning_rate",)),
     "wrong type": (lambda d: write_yaml(d / "j.yaml", {"extends": str(DEMO), "trainer": {"max_epochs": "many"}}),
                    ("trainer.max_epochs", "many")),
+    "out of range": (lambda d: write_yaml(d / "j.yaml", {"extends": str(DEMO), "data": {"batch_size": 0}}),
+                     ('Parser key "batch_size": Not of type PositiveInt: 0 does not conform to restriction v>0',)),
+    "not a choice": (lambda d: write_yaml(d / "j.yaml", {"extends": str(VERIFY), "data": {"backend": "pil"}}),
+                     ('Parser key "backend": Expected a typing.Literal[\'torchvision\', \'dali\']. Got value: pil',)),
 }
 
 

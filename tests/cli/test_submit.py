@@ -146,7 +146,7 @@ def test_slurm_submission_records_a_queued_run_with_its_job_id(
 
 TINY_JOB: dict[str, Any] = {
     "seed_everything": 0,
-    "model": {"model_name": "eca_resnet18", "lr": 0.05},
+    "model": {"model_name": "eca_resnet18", "optimizer": {"lr": 0.05}},
     "data": {"class_path": "ecaplatform.datamodules.DigitsDataModule",
              "init_args": {"batch_size": 90, "image_size": 16}},  # fmt: skip
     "trainer": {"max_epochs": 1, "limit_train_batches": 2, "accelerator": "cpu", "devices": 1,
@@ -159,14 +159,14 @@ FAULTS = [
     (lambda c: c["model"].update(model_name="eca_resnet51"), "unknown model 'eca_resnet51'"),
     (lambda c: c["model"].update(model_kwargs={"k_size": 4}), "must be a positive odd integer (1, 3, 5, ...), got 4"),
     (lambda c: c["model"].update(model_kwargs={"k_size": [3, 5]}), "needs 4 kernel sizes, one per stage"),
-    (lambda c: c["model"].update(lr=-1), "model.lr must be positive, got -1"),
-    (lambda c: c["model"].update(lr=0), "model.lr must be positive, got 0"),
-    (lambda c: c["data"]["init_args"].update(batch_size=0), "data.batch_size is a global batch size and must be at"),
+    (lambda c: c["model"]["optimizer"].update(lr=-1), 'optimizer.lr": Not of type PositiveFloat: -1 does not conform'),
+    (lambda c: c["model"]["optimizer"].update(lr=0), 'optimizer.lr": Not of type PositiveFloat: 0 does not conform'),
+    (lambda c: c["data"]["init_args"].update(batch_size=0), 'batch_size": Not of type PositiveInt: 0 does not conform'),
     (lambda c: c["trainer"].update(max_epoch=1), "does not accept option 'trainer.max_epoch'"),
     (lambda c: c["model"].update(learning_rate=0.1), "does not accept option 'model.learning_rate'"),
     (lambda c: c["job"].update(gpus=1), "does not accept option 'job.gpus'"),
     (lambda c: c["job"].update(claim="eca_resnet18-imagenet-top3"), "job.claim: 'eca_resnet18-imagenet-top3' is not"),
-    (lambda c: c["model"].update(lr="fast"), 'Parser key "model.lr"'),
+    (lambda c: c["model"]["optimizer"].update(lr="fast"), 'Parser key "model.optimizer.lr"'),
     (lambda c: c["trainer"].update(max_epochs="many"), 'Parser key "trainer.max_epochs"'),
 ]
 

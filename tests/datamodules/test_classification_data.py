@@ -221,18 +221,6 @@ def test_missing_dali_fails_at_construction_in_one_line_with_the_install_command
     ImageNetDataModule(str(tmp_path / "nowhere"))  # the torchvision backends need no DALI
 
 
-@pytest.mark.parametrize(
-    ("setting", "value", "choices"),
-    [("backend", "pil", "torchvision, dali"), ("eval_backend", "DALI", "torchvision, dali"),
-     ("dali_device", "cuda", "auto, cpu, gpu")],
-)  # fmt: skip
-def test_unknown_backend_or_device_is_refused_with_the_choices(
-    imagenet_root: Path, setting: str, value: str, choices: str
-) -> None:
-    with pytest.raises(DataError, match=rf"data\.{setting} must be one of {choices}, got '{value}'"):
-        ImageNetDataModule(str(imagenet_root), **{setting: value})
-
-
 def test_pipeline_names_what_makes_each_splits_batches(imagenet_root: Path) -> None:
     def names(dm: ImageNetDataModule) -> list[str]:
         return [dm.pipeline(split) for split in SPLITS]

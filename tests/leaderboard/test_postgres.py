@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from leaderboard import queries
+from ecaplatform.store.database import Store
 from tests.leaderboard_data import RunSpec, add_runs, chart_data, claim_rows, clear_app_caches, create_store, run_app
 
 pytestmark = pytest.mark.postgres
@@ -39,7 +39,7 @@ def test_pages_read_a_postgresql_store(fresh_postgres_url: str, monkeypatch: pyt
 
 def test_postgresql_engine_is_read_only(fresh_postgres_url: str) -> None:
     create_store(fresh_postgres_url).dispose()
-    engine = queries.open_readonly(fresh_postgres_url)
+    engine = Store.at(fresh_postgres_url).reader()
     assert engine is not None
     with pytest.raises(Exception, match="read-only transaction"), engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM claims")

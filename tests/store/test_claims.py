@@ -88,7 +88,8 @@ def test_loading_twice_changes_nothing_and_edits_update_in_place(tmp_path: Path)
     ("edit", "message"),
     [
         (lambda c: c.update(toleranse=0.1), r"claim 'eca_resnet152-imagenet-top1': unknown field\(s\) \['toleranse'\]"),
-        (lambda c: c.update(metric="top3"), r"metric 'top3' is not one of"),
+        (lambda c: c.update(metric="top3"), r"metric 'top3' is not one of classification's \('top1', 'top5'\)"),
+        (lambda c: c.update(task="detection"), r"task 'detection' is not one of \['classification'\]"),
         (lambda c: c.update(tolerance="high"), r"tolerance must be a non-negative number"),
         (lambda c: c.update(claimed=78.92, source="x"), r"remove \['claimed', 'source'\]; .* ecaplatform/paper\.py"),
         (lambda c: c.update(model="eca_resnet9", id="eca_resnet9-imagenet-top1"), r"'eca_resnet9' has no row in"),

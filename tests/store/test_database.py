@@ -7,6 +7,7 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, inspect, select, text
@@ -14,9 +15,11 @@ from sqlalchemy.exc import DBAPIError
 
 from ecaplatform.cli.main import main as eca
 from ecaplatform.store.database import (
+    alembic_config,
     current_revision,
     head_revision,
     make_engine,
+    schema_behind,
     session_scope,
     writer_engine,
 )
@@ -41,42 +44,61 @@ def test_migrations_create_exactly_the_tables_of_schema_py(store_url: str) -> No
     assert differences == []
 
 
-def test_a_store_at_0002_with_a_result_upgrades_and_its_result_has_no_pipeline(store_url: str) -> None:
-    from alembic import command
-    from sqlalchemy import insert
+def _migrate(engine: Engine, to: str, *, down: bool = False) -> None:
+    # Alembic itself, not store.upgrade, which would mark the store up to date for this process.
+    with engine.connect() as connection:
+        (command.downgrade if down else command.upgrade)(alembic_config(connection), to)
+        connection.commit()
 
-    from ecaplatform.store.database import alembic_config, schema_behind
 
-    def migrate(engine: Engine, to: str, *, down: bool = False) -> None:
-        # Alembic itself, not store.upgrade, which would mark the store up to date for this process.
-        with engine.connect() as connection:
-            (command.downgrade if down else command.upgrade)(alembic_config(connection), to)
-            connection.commit()
+OLD_RESULTS = [("r50", "eca_resnet50", 77.5, 93.7, 50000), ("r101-subset", "eca_resnet101", 80.0, None, 500)]
 
+
+@pytest.mark.parametrize("revision", ["0002_run_heartbeat", "0004_result_outcomes"])
+def test_a_store_an_older_version_wrote_reads_the_same_after_the_upgrade(
+    store_url: str, revision: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows as an older ecaplatform wrote them (plain SQL: a claim without task, results with top1/top5 only and,
+    before 0003, no pipeline): the next writer migrates them, and `eca claims --json` judges them as that version
+    did. Back down at the old revision, the new columns go and every row stays."""
     old = make_engine(store_url)
-    migrate(old, "0002_run_heartbeat")  # as an ecaplatform from before pipelines left it
-    assert "pipeline" not in {column["name"] for column in inspect(old).get_columns("results")}
-    with old.begin() as connection:  # a result as that version recorded it: no pipeline column
-        run = {"id": "old", "job_name": "j", "command": "validate", "model_name": "m", "status": "succeeded"}
-        connection.execute(insert(Run.__table__).values(**run, num_nodes=1, world_size=1))
-        result = {"run_id": "old", "model_name": "m", "dataset": "imagenet", "split": "val", "top1": 77.4}
-        connection.execute(insert(Result.__table__).values(**result, samples_evaluated=50000))
-    assert "0002_run_heartbeat" in (schema_behind(old) or "")
+    _migrate(old, revision)
+    with old.begin() as connection:
+        connection.execute(text("INSERT INTO claims VALUES ('c', 'p', 'l', 'b', 'm', 'eca_resnet50', 'imagenet', "
+                                "'val', 50000, 1000, 'top1', 77.48, 0.1, 's', :yes, 0)"), {"yes": True})  # fmt: skip
+        for run_id, model, top1, top5, samples in OLD_RESULTS:
+            row = {"run": run_id, "model": model, "top1": top1, "top5": top5, "n": samples, "now": "2026-12-01 10:00",
+                   "fp": json.dumps({"dataset": "imagenet", "split": "val", "num_samples": samples,
+                                     "num_classes": 1000})}  # fmt: skip
+            connection.execute(text("INSERT INTO runs (id, job_name, command, model_name, status, created_at, config, "
+                                    "versions, num_nodes, world_size) VALUES (:run, 'j', 'validate', :model, "
+                                    "'succeeded', :now, '{}', '{}', 1, 1)"), row)  # fmt: skip
+            connection.execute(text("INSERT INTO results (run_id, model_name, dataset, split, top1, top5, "
+                                    "samples_evaluated, fingerprint, created_at) VALUES (:run, :model, 'imagenet', "
+                                    "'val', :top1, :top5, :n, :fp, :now)"), row)  # fmt: skip
+    assert revision in (schema_behind(old) or "")
     old.dispose()
 
-    engine = writer_engine(store_url)  # the first write of a newer ecaplatform migrates it
-    assert current_revision(engine) == head_revision()
-    add_result(engine, "old", model_name="m", dataset="imagenet", split="val", top1=77.5, top5=None, loss=None,
-               samples_evaluated=50000, fingerprint={}, pipeline="dali-gpu")  # fmt: skip
-    with session_scope(engine) as session:
-        pipelines = session.execute(select(Result.top1, Result.pipeline).order_by(Result.id)).all()
-    assert [tuple(row) for row in pipelines] == [(77.4, None), (77.5, "dali-gpu")]
-
-    migrate(engine, "0002_run_heartbeat", down=True)  # and back: the column goes, the results stay
-    assert current_revision(engine) == "0002_run_heartbeat"
-    assert "pipeline" not in {column["name"] for column in inspect(engine).get_columns("results")}
+    writer_engine(store_url).dispose()  # the first write of a newer ecaplatform migrates it
+    monkeypatch.setenv("ECA_DB_URL", store_url)
+    assert eca(["claims", "--json"]) == 0
+    claims = {claim["id"]: claim for claim in json.loads(capsys.readouterr().out)}
+    r50 = [claims[f"eca_resnet50-imagenet-{metric}"] for metric in ("top1", "top5")]
+    assert [(c["status"], c["verified_value"]) for c in r50] == [("Verified", 77.5), ("Verified", 93.7)]
+    r101 = claims["eca_resnet101-imagenet-top1"]
+    assert (r101["status"], r101["best_other_value"], r101["best_other_reason"][:8]) == ("Unverified", 80.0, "a subset")
+    engine = make_engine(store_url)
     with engine.connect() as connection:
-        assert connection.execute(select(func.count()).select_from(Result.__table__)).scalar() == 2
+        assert connection.execute(text("SELECT task FROM claims")).scalars().all() == ["classification"]
+        stored = connection.execute(select(Result.metrics, Result.top1, Result.pipeline).order_by(Result.id)).all()
+    assert [tuple(row) for row in stored] == [({"top1": 77.5, "top5": 93.7}, 77.5, None), ({"top1": 80.0}, 80.0, None)]
+
+    _migrate(engine, revision, down=True)
+    assert current_revision(engine) == revision
+    columns = {column["name"] for column in inspect(engine).get_columns("results")}
+    assert {"top1", "top5"} <= columns and "metrics" not in columns and ("pipeline" in columns) == (revision > "0003")
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(Result.__table__)).scalar() == len(OLD_RESULTS)
     engine.dispose()
 
 

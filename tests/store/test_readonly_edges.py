@@ -1,5 +1,5 @@
 """The store's read-only access, in-process: the reader's fallback to an immutable SQLite file, the "older schema"
-line, and the leaderboard's connection (open_readonly, has_tables). Mutation testing (`make mutation`) found these
+line, and the readers' connection (Store.reader, has_tables). Mutation testing (`make mutation`) found these
 reached only from subprocesses (as a user without write access) or from the Streamlit pages."""
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from sqlalchemy.exc import DBAPIError
 
 from ecaplatform.store import database as store
 from ecaplatform.store.database import (
+    SchemaBehind,
+    Store,
     StoreError,
     alembic_config,
+    has_tables,
     head_revision,
     make_engine,
-    open_reader,
     schema_behind,
     writer_engine,
 )
-from leaderboard.queries import SchemaBehind, has_tables, open_readonly
 
 OLD_REVISION = "0002_run_heartbeat"
 
@@ -148,16 +149,10 @@ def test_a_store_migrated_by_a_newer_version_is_read_not_called_older(tmp_path: 
 # --- the leaderboard's connection --------------------------------------------------------------------------------
 
 
-def test_the_leaderboard_opens_no_store_where_there_is_none_and_creates_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "runs.db"
-    assert open_readonly(f"sqlite:///{path}") is None
-    assert not path.exists()
-
-
 def test_the_leaderboards_engine_reads_and_cannot_write(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     writer_engine(url).dispose()
-    engine = open_readonly(url)
+    engine = Store.at(url).reader()
     assert engine is not None and has_tables(engine)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM runs")).scalar() == 0
@@ -193,10 +188,10 @@ def test_open_reader_opens_the_store_it_is_given_and_names_a_missing_one(tmp_pat
     given = tmp_path / "given.db"
     writer_engine(f"sqlite:///{given}").dispose()
     writer_engine().dispose()  # the store of ECA_DB_URL exists too: the reader must not fall back to it
-    assert str(given) in open_reader(f"sqlite:///{given}").url.database
+    assert str(given) in Store.at(f"sqlite:///{given}").open_reader().url.database
     missing = tmp_path / "missing.db"
     with pytest.raises(StoreError) as raised:
-        open_reader(f"sqlite:///{missing}")
+        Store.at(f"sqlite:///{missing}").open_reader()
     assert str(raised.value) == (f"no run store at {missing} yet: any `eca fit` records one there, or "
                                  "`eca db upgrade` creates it")  # fmt: skip
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -216,9 +214,3 @@ def test_claims_page_without_a_store_has_no_spreads() -> None:
     rows = claim_rows(run_app())
     assert {row["Seed spread"][0] for row in rows.values()} == {"–"}
 
-
-def test_spread_modules_import_neither_torch_nor_lightning() -> None:
-    code = ("import sys, ecaplatform.store.spread, ecaplatform.cli.store_commands, leaderboard.spread_view; "
-            "print(sorted(m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules))")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"

@@ -159,7 +159,7 @@ def test_a_store_error_from_any_subcommand_is_one_line(monkeypatch: pytest.Monke
 
     def record(_argv: list[str]) -> int:
         try:
-            store.parse_url("oracle://x@y/z")
+            store.Store.at("oracle://x@y/z")
         except StoreError as exc:
             raise ValueError("the callback failed") from exc  # as a framework might wrap it
         return 0
@@ -179,8 +179,8 @@ def test_urls_are_shown_without_their_password() -> None:
     assert PASSWORD not in display_url(f"postgresql://eca:{PASSWORD}@db:notaport/eca")  # unparsable: still hidden
     assert PASSWORD not in display_url(f"postgresql://eca:a@{PASSWORD}@db/eca")  # an unquoted @ in the password
     assert display_url("sqlite:////home/me/runs.db") == "sqlite:////home/me/runs.db"
-    assert PASSWORD not in str(store.store_problem(OSError(f"FATAL: no user eca with password {PASSWORD}"),
-                                                   f"postgresql://eca:{PASSWORD}@db/eca"))  # fmt: skip
+    assert PASSWORD not in str(store.Store.at(f"postgresql://eca:{PASSWORD}@db/eca").problem(
+        OSError(f"FATAL: no user eca with password {PASSWORD}")))  # fmt: skip
 
 
 def test_no_command_prints_the_password(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -36,9 +36,9 @@ def _claim(metric: str = "top1", **fields: object) -> Claim:
     return Claim(**{**base, **fields})  # fmt: skip
 
 
-def _result(top1: float | None = 77.45, run_id: str = "r", **fields: object) -> Result:
+def _result(value: float | None = 77.45, run_id: str = "r", **fields: object) -> Result:
     base: dict[str, object] = {"run_id": run_id, "model_name": "eca_resnet50", "dataset": "imagenet",
-                               "split": "val", "top1": top1, "top5": 93.0, "samples_evaluated": 50000,
+                               "split": "val", "metrics": {"top1": value, "top5": 93.0}, "samples_evaluated": 50000,
                                "fingerprint": dict(FULL), "pipeline": "torchvision"}  # fmt: skip
     return Result(**{**base, **fields})
 
@@ -60,6 +60,13 @@ def test_a_fingerprint_naming_another_dataset_or_split_disqualifies(fingerprint:
 
 def test_a_claim_on_a_metric_the_result_does_not_have_is_disqualified_not_an_error() -> None:
     assert disqualification(_claim(metric="top10"), _result()) == "it has no top10 value"
+
+
+def test_a_claim_takes_its_metric_by_name_and_older_results_have_top1_and_top5() -> None:
+    box_ap = _claim(metric="box_ap", task="detection", claimed=40.0)
+    assert status_of(box_ap, [(_result(metrics={"box_ap": 39.95, "top1": 90.0}), "succeeded")]).verified_value == 39.95
+    # What an older ecaplatform writes into a migrated store (a run started before the upgrade): the columns only.
+    assert status_of(_claim(), [(_result(metrics={}, top1=77.45), "succeeded")]).status == VERIFIED
 
 
 def test_the_tolerance_edge_itself_verifies() -> None:

@@ -40,11 +40,11 @@ def _full_fingerprint() -> dict[str, Any]:
             "num_classes": EXPECTED_CLASSES, "hash": "f" * 64}  # fmt: skip
 
 
-def _result(value: float | None, metric: str = "top1", **fields: Any) -> Result:
+def _result(value: float | None, metric: str = "top1", other: float | None = None, **fields: Any) -> Result:
+    metrics = {name: v for name, v in ((metric, value), ("another_metric", other)) if v is not None}
     base: dict[str, Any] = {"run_id": "r", "model_name": "eca_resnet50", "dataset": "imagenet", "split": "val",
                             "samples_evaluated": EXPECTED_SAMPLES, "fingerprint": _full_fingerprint(),
-                            "pipeline": "torchvision", "top1": None, "top5": None}  # fmt: skip
-    base[metric] = value
+                            "pipeline": "torchvision", "metrics": metrics}  # fmt: skip
     return Result(**{**base, **fields})
 
 
@@ -54,7 +54,8 @@ HUNDREDTHS = st.integers(min_value=0, max_value=10000)
 TOLERANCES = st.integers(min_value=0, max_value=200)
 
 
-@given(claimed=HUNDREDTHS, tolerance=TOLERANCES, value=HUNDREDTHS, metric=st.sampled_from(["top1", "top5"]))
+# Any metric name: a claim takes its metric by name (classification's top1/top5, COCO's box and mask AP).
+@given(claimed=HUNDREDTHS, tolerance=TOLERANCES, value=HUNDREDTHS, metric=st.sampled_from(["top1", "top5", "box_ap"]))
 @example(claimed=7748, tolerance=10, value=7738, metric="top1")  # exactly on the edge: verifies
 @example(claimed=7748, tolerance=10, value=7737, metric="top1")  # one hundredth below: not reproduced
 def test_a_full_split_result_verifies_iff_within_tolerance_on_the_hundredths_grid(
@@ -121,7 +122,7 @@ def candidates(draw: st.DrawFn) -> tuple[Result, str | None, dict[str, Any]]:
     result = _result(None if facts["value"] is None else facts["value"] / 100, "top1", dataset=facts["dataset"],
                      split=facts["split"], pipeline=facts["pipeline"], samples_evaluated=facts["samples"],
                      fingerprint=facts["fingerprint"],
-                     top5=None if facts["other"] is None else facts["other"] / 100)  # fmt: skip
+                     other=None if facts["other"] is None else facts["other"] / 100)  # fmt: skip
     return result, facts["status"], facts
 
 

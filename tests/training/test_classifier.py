@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
+from lightning.pytorch.cli import instantiate_module
 
 from ecaplatform.datamodules import IMAGENET_MEAN, IMAGENET_STD, ImageNetDataModule, SyntheticDataModule
-from ecaplatform.training.classifier import ImageClassifier, ModelConfigError, schedule_for
+from ecaplatform.training.classifier import SGD, ImageClassifier, LRSchedule, ModelConfigError
+from ecaplatform.training.lightning_cli import main
+from tests.conftest import REPO_ROOT
 from tests.image_folders import make_imagenet_folder
 
 
@@ -23,10 +28,10 @@ def tiny_trainer(**kwargs: object) -> L.Trainer:
 # --- learning-rate schedules ---------------------------------------------------------------------------------------
 
 
-def lr_curve(kind: str, steps: int, **kwargs: object) -> list[float]:
+def lr_curve(steps: int, steps_per_epoch: int, total_steps: int, **schedule: object) -> list[float]:
     """The learning-rate factor before each of `steps` optimizer steps (lr 1.0)."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = schedule_for(optimizer, kind, **kwargs)
+    scheduler = LRSchedule(**schedule).scheduler(optimizer, steps_per_epoch, total_steps)
     factors = []
     for _ in range(steps):
         factors.append(optimizer.param_groups[0]["lr"])
@@ -35,38 +40,37 @@ def lr_curve(kind: str, steps: int, **kwargs: object) -> list[float]:
     return factors
 
 
-def test_step_schedule_divides_by_ten_every_30_epochs() -> None:
-    lrs = lr_curve("step", 100 * 10 + 1, steps_per_epoch=10, total_steps=1000)
-    assert lrs[0] == 1.0
-    assert lrs[30 * 10 - 1] == 1.0  # last step of epoch 29
-    assert lrs[30 * 10] == pytest.approx(0.1)  # first step of epoch 30
-    assert lrs[60 * 10] == pytest.approx(0.01)
-    assert lrs[99 * 10] == pytest.approx(0.001)
+@pytest.mark.parametrize(("job", "lr", "gamma", "every"), [("resnet50", 0.1, 0.1, 30), ("eca_resnet50", 0.1, 0.1, 30),
+                          ("mobilenet_v2", 0.045, 0.98, 1), ("eca_mobilenet_v2", 0.045, 0.98, 1)])  # fmt: skip
+def test_paper_schedules_follow_their_closed_form(capsys: pytest.CaptureFixture, job: str, lr: float, gamma: float,
+                                                  every: int) -> None:  # fmt: skip
+    """A job's model section as `eca fit` parses it (recipe merged in) gives the paper's lr at every step of the run."""
+    assert main(["fit", "--config", str(REPO_ROOT / "jobs" / f"{job}.yaml"), "--print_config"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    model = instantiate_module(ImageClassifier, {**config["model"], "num_classes": 4})
+    n = 3 * config["trainer"]["max_epochs"]  # the run's optimizer steps, 3 an epoch
+    model._trainer = SimpleNamespace(estimated_stepping_batches=n, num_training_batches=3, accumulate_grad_batches=1)
+    configured = model.configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    for step in range(n):
+        assert abs(optimizer.param_groups[0]["lr"] - lr * gamma ** (step // 3 // every)) <= 1e-12, step
+        optimizer.step()
+        scheduler.step()
 
 
-def test_exponential_schedule_multiplies_by_098_per_epoch() -> None:
-    lrs = lr_curve("exponential", 400 * 10, steps_per_epoch=10, total_steps=4000, exp_gamma=0.98)
-    assert lrs[9] == 1.0
-    assert lrs[10] == pytest.approx(0.98)
-    assert lrs[399 * 10] == pytest.approx(0.98**399)
-
-
-def test_cosine_schedule_with_linear_warmup() -> None:
-    lrs = lr_curve("cosine", 111, steps_per_epoch=10, total_steps=110, warmup_steps=10, warmup_start_factor=0.1)
+def test_cosine_schedule_with_linear_warmup_and_constant_schedule() -> None:
+    lrs = lr_curve(111, steps_per_epoch=10, total_steps=110, kind="cosine", warmup_epochs=1, warmup_start_factor=0.1)
     assert lrs[0] == pytest.approx(0.1)
     assert lrs[5] == pytest.approx(0.55)
     assert lrs[10] == pytest.approx(1.0)
     assert lrs[60] == pytest.approx(0.5)  # half-way through the cosine
     assert lrs[110] == pytest.approx(0.0, abs=1e-12)
     assert all(lrs[s] >= lrs[s + 1] for s in range(10, 110))
-
-
-def test_constant_schedule_keeps_the_learning_rate() -> None:
-    assert lr_curve("constant", 50, steps_per_epoch=10, total_steps=50) == [1.0] * 50
+    assert lr_curve(50, steps_per_epoch=10, total_steps=50, kind="constant") == [1.0] * 50
 
 
 def test_trainer_applies_the_schedule_per_optimizer_step() -> None:
-    model = ImageClassifier("resnet18", num_classes=4, lr=0.2, lr_schedule="step", step_size=1, step_gamma=0.5)
+    model = ImageClassifier("resnet18", num_classes=4, optimizer=SGD(0.2), schedule=LRSchedule("step", 1, 0.5))
     data = SyntheticDataModule(batch_size=4, num_classes=4, image_size=16, train_samples=8, val_samples=4)
     trainer = tiny_trainer(max_epochs=3, limit_val_batches=0)
     trainer.fit(model, data)
@@ -77,8 +81,7 @@ def test_trainer_applies_the_schedule_per_optimizer_step() -> None:
 
 
 def test_sgd_settings_reach_the_optimizer() -> None:
-    model = ImageClassifier("resnet18", num_classes=4, lr=0.045, momentum=0.9, weight_decay=4e-5, nesterov=True,
-                            lr_schedule="exponential")  # fmt: skip
+    model = ImageClassifier("resnet18", num_classes=4, optimizer=SGD(0.045, 0.9, 4e-5, nesterov=True))
     data = SyntheticDataModule(batch_size=4, num_classes=4, image_size=16, train_samples=4, val_samples=4)
     trainer = tiny_trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(model, data)
@@ -160,7 +163,7 @@ def test_test_split_logs_its_own_metrics() -> None:
 
 
 def test_checkpoint_rebuilds_the_classifier(tmp_path: Path) -> None:
-    model = ImageClassifier("eca_resnet18", num_classes=4, lr=0.05, lr_schedule="cosine")
+    model = ImageClassifier("eca_resnet18", num_classes=4, optimizer=SGD(lr=0.05), schedule=LRSchedule("cosine"))
     data = SyntheticDataModule(batch_size=4, num_classes=4, image_size=16, train_samples=4, val_samples=4)
     trainer = tiny_trainer(max_steps=1, limit_val_batches=0, default_root_dir=tmp_path)
     trainer.fit(model, data)
@@ -170,7 +173,7 @@ def test_checkpoint_rebuilds_the_classifier(tmp_path: Path) -> None:
     raw = torch.load(path, weights_only=True, map_location="cpu")  # no pickled code needed to read it
     assert raw["hyper_parameters"]["model_name"] == "eca_resnet18"
     rebuilt = ImageClassifier.load_from_checkpoint(path)
-    assert rebuilt.hparams.lr == 0.05 and rebuilt.hparams.lr_schedule == "cosine"
+    assert rebuilt.hparams.optimizer["lr"] == 0.05 and rebuilt.hparams.schedule["kind"] == "cosine"
     model.eval()
     rebuilt.eval()
     images = torch.randn(2, 3, 16, 16)
@@ -198,7 +201,7 @@ def test_schedule_state_survives_a_checkpoint(tmp_path: Path) -> None:
 
     def run(max_epochs: int, ckpt_path: Path | None = None) -> dict[int, float]:
         torch.manual_seed(0)
-        model = ImageClassifier("resnet18", num_classes=3, lr=0.1, lr_schedule="cosine", warmup_epochs=1.5)
+        model = ImageClassifier("resnet18", num_classes=3, schedule=LRSchedule("cosine", warmup_epochs=1.5))
         data = SyntheticDataModule(batch_size=2, num_classes=3, image_size=16, train_samples=6, val_samples=2)
         rates = _LearningRates()
         folder = tmp_path / ("resumed" if ckpt_path else "straight")
@@ -235,20 +238,22 @@ def test_missing_checkpoint_file_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("options", "message"),
     [
-        ({"lr_schedule": "linear"}, "lr_schedule 'linear' is not one of"),
-        ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
-        ({"nesterov": True, "momentum": 0.0}, "nesterov=True needs momentum"),
-        ({"model_kwargs": {"not_an_option": 1}}, "cannot build 'resnet18'"),
-        ({"lr": -1.0}, r"model.lr must be positive, got -1.0"),
-        ({"lr": 0.0}, r"model.lr must be positive, got 0.0"),
-        ({"weight_decay": -1e-4}, r"model.weight_decay must be zero or positive"),
-        ({"step_size": 0}, r"model.step_size is in epochs and must be at least 1"),
+        ("schedule.kind=linear", "kind\": Expected a typing.Literal['step', 'exponential', 'cosine', 'constant']. Got"),
+        ("label_smoothing=1.0", "model.label_smoothing\": Not of type SmoothingFactor: 1.0 does not conform to"),
+        ("optimizer.lr=-1", "model.optimizer.lr\": Not of type PositiveFloat: -1 does not conform to restriction v>0"),
+        ("optimizer.lr=0", "model.optimizer.lr\": Not of type PositiveFloat: 0 does not conform to restriction v>0"),
+        ("optimizer.weight_decay=-1e-4", "model.optimizer.weight_decay\": Not of type NonNegativeFloat: -1e-4"),
+        ("schedule.step_size=0", "model.schedule.step_size\": Not of type PositiveInt: 0 does not conform to"),
+        ("optimizer.nesterov=true optimizer.momentum=0", "nesterov true needs model.optimizer.momentum > 0"),
+        ('model_kwargs={"not_an_option":1}', "cannot build 'eca_resnet18'"),
     ],
 )
-def test_bad_settings_are_named(kwargs: dict, message: str) -> None:
-    with pytest.raises(ModelConfigError, match=message):
-        ImageClassifier("resnet18", num_classes=3, **kwargs)
+def test_bad_settings_are_named_in_one_line(capsys: pytest.CaptureFixture, options: str, message: str) -> None:
+    args = [f"--model.{option}" for option in options.split(" ")]
+    assert main(["fit", "--config", str(REPO_ROOT / "jobs" / "demo_cpu.yaml"), *args]) != 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("eca fit: error: ") and message in last, last
 
 

@@ -140,7 +140,8 @@ job:
     gpus_per_node: 0
 model:
   model_name: eca_resnet18
-  lr: 0.001
+  optimizer:
+    lr: 0.001
 data:
   class_path: ecaplatform.datamodules.ImageNetDataModule
   init_args:

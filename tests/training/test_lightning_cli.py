@@ -54,13 +54,13 @@ def test_a_job_file_extends_its_recipe_and_overrides_it(tmp_path: Path, capsys: 
     assert printed["extends"] is None  # the printed config is complete: it runs from any folder as it is
     assert (printed["job"]["name"], printed["job"]["resources"]["time"]) == ("eca_resnet50", "96:00:00")
     assert printed["job"]["resources"]["gpus_per_node"] == 4  # from the shared imagenet_4gpu recipe
-    assert (printed["model"]["lr"], printed["data"]["init_args"]["batch_size"]) == (0.1, 256)
+    assert (printed["model"]["optimizer"]["lr"], printed["data"]["init_args"]["batch_size"]) == (0.1, 256)
     # A file of one's own on top of a repository job: only what it says changes.
-    mine = write_config(tmp_path / "mine.yaml", {"extends": str(JOBS / "eca_resnet50.yaml"),
-                                                 "model": {"lr": 0.2}, "job": {"name": "mine"}})  # fmt: skip
+    mine = write_config(tmp_path / "mine.yaml", {"extends": str(JOBS / "eca_resnet50.yaml"), "job": {"name": "mine"},
+                                                 "model": {"optimizer": {"lr": 0.2}}})  # fmt: skip
     printed = printed_config(capsys, mine)
-    assert (printed["model"]["lr"], printed["model"]["model_name"], printed["job"]["name"]) == (
-        0.2, "eca_resnet50", "mine")  # fmt: skip
+    assert (printed["model"]["optimizer"], printed["model"]["model_name"], printed["job"]["name"]) == (
+        {"lr": 0.2, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False}, "eca_resnet50", "mine")  # fmt: skip
     assert printed["job"]["claim"] == "eca_resnet50-imagenet-top1" and printed["trainer"]["max_epochs"] == 100
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -145,13 +145,14 @@ def test_recipe_jobs_follow_the_paper(capsys: pytest.CaptureFixture) -> None:
         assert model["model_name"] == name and config["data"]["class_path"].endswith("ImageNetDataModule")
         assert job["claim"] == f"{name}-imagenet-top1" and job["claim"] in claims
         assert job["launcher"] == "slurm" and job["resources"]["gpus_per_node"] == trainer["devices"]
-        assert model["momentum"] == 0.9 and model["label_smoothing"] == 0.0
+        optimizer, schedule = model["optimizer"], model["schedule"]
+        assert optimizer["momentum"] == 0.9 and model["label_smoothing"] == 0.0 and schedule["warmup_epochs"] == 0
         if "mobilenet" in name:
-            assert (model["lr"], model["weight_decay"], data["batch_size"]) == (0.045, 4e-5, 96)
-            assert (model["lr_schedule"], model["exp_gamma"], trainer["max_epochs"]) == ("exponential", 0.98, 400)
+            assert (optimizer["lr"], optimizer["weight_decay"], data["batch_size"]) == (0.045, 4e-5, 96)
+            assert (schedule["kind"], schedule["exp_gamma"], trainer["max_epochs"]) == ("exponential", 0.98, 400)
         else:
-            assert (model["lr"], model["weight_decay"], data["batch_size"]) == (0.1, 1e-4, 256)
-            assert (model["lr_schedule"], model["step_size"], model["step_gamma"]) == ("step", 30, 0.1)
+            assert (optimizer["lr"], optimizer["weight_decay"], data["batch_size"]) == (0.1, 1e-4, 256)
+            assert (schedule["kind"], schedule["step_size"], schedule["step_gamma"]) == ("step", 30, 0.1)
             assert trainer["max_epochs"] == 100
     released = ["eca_resnet18", "eca_resnet34", "eca_resnet50", "eca_resnet101", "eca_resnet152", "eca_mobilenet_v2"]
     for name in released:

@@ -18,10 +18,10 @@ from ecaplatform.datamodules.digits import load_digits_uint8, split_indices
 from ecaplatform.store.database import session_scope, writer_engine
 from ecaplatform.store.outcomes import Outcomes, read_outcomes
 from ecaplatform.store.schema import Result, Run
-from ecaplatform.training.classifier import merge_rank_outcomes
 from ecaplatform.training.integration import tracking_for_run
 from ecaplatform.training.jobspec import JobSpec
 from ecaplatform.training.lightning_cli import main
+from ecaplatform.training.outcomes_metric import EvalOutcomes
 from ecaplatform.training.recorder import whole_split_outcomes
 from tests.training_helpers import (
     DEMO,
@@ -153,62 +153,62 @@ class _WrongOutcomes(TinyClassifier):
 def test_outcomes_that_disagree_with_the_result_are_dropped_and_the_result_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    callbacks, logger = tracking_for_run("validate", tiny_config(), JobSpec(name="eval", wandb_mode="disabled"))
+    callbacks, loggers = tracking_for_run("validate", tiny_config(), JobSpec(name="eval", wandb_mode="disabled"))
     with caplog.at_level(logging.WARNING, logger="ecaplatform.training.recorder"):
-        trainer_for(callbacks, logger, tmp_path).validate(_WrongOutcomes(), datamodule=TinyData())
+        trainer_for(callbacks, loggers, tmp_path).validate(_WrongOutcomes(), datamodule=TinyData())
     [(run, result, outcomes)] = stored()
     assert run.status == "succeeded" and result.samples_evaluated == 40 and result.top5 == 100.0
     assert outcomes is None
     assert "stored without its per-image outcomes, which disagree with it: outcomes mark 0 images" in caplog.text
 
 
-# --- (d) the gather: uneven ranks, padded rows, placed by the indices each rank read --------------------------------
+# --- (d) the gather: uneven ranks, placed by the indices each rank read --------------------------------------------
 
 
-def fake_gather(per_rank: list[list[int]], target: np.ndarray, predicted: np.ndarray, top5: np.ndarray) -> tuple[
-    np.ndarray, list[int]
-]:  # fmt: skip
-    """What all_gather hands rank 0: each rank's (index, target, predicted, top5) rows padded with -1 to the
-    longest rank, and each rank's row count."""
-    longest = max(len(indices) for indices in per_rank)
-    gathered = np.full((len(per_rank), longest, 4), -1, dtype=np.int64)
-    for rank, indices in enumerate(per_rank):
-        rows = np.stack([indices, target[indices], predicted[indices], top5[indices]], axis=1)
-        gathered[rank, : len(indices)] = rows
-    return gathered, [len(indices) for indices in per_rank]
+def gathered(per_rank: list[list[int] | None], target: np.ndarray, predicted: np.ndarray, top5: np.ndarray,
+             rows: list[list[int]] | None = None) -> dict[str, np.ndarray] | None:  # fmt: skip
+    """compute() on rank 0 after the gather: an EvalOutcomes per rank, fed logits for its images (`rows`, default
+    the indices it says it read) and placed with those indices, merged as torchmetrics' gather concatenates them."""
+    ranks = []
+    for indices, read in zip(per_rank, rows or per_rank, strict=True):
+        # Of 8 classes: the prediction first, classes 4-6 next, the target 2nd where it is in the top 5, else last.
+        logits = torch.tensor([[0.0] * 4 + [3.0, 2.0, 1.0, 0.0]]).repeat(len(read), 1)
+        logits[torch.arange(len(read)), target[read]] = torch.tensor(np.where(top5[read], 5.0, -5.0)).float()
+        logits[torch.arange(len(read)), predicted[read]] = 10.0
+        metric = EvalOutcomes()
+        for batch in torch.arange(len(read)).split(2):
+            metric.update(logits[batch], torch.as_tensor(target[read])[batch])
+        metric.place(indices)
+        ranks.append(metric)
+    for other in ranks[1:]:
+        ranks[0].merge_state(other)
+    return ranks[0].compute()
 
 
 @pytest.mark.parametrize("world", [2, 3, 4])
 def test_gather_places_an_uneven_split_in_dataset_order(world: int) -> None:
     n = 11  # not divisible by 2, 3 or 4: ranks hold 6/5, 4/4/3, 3/3/3/2
     rng = np.random.default_rng(world)
-    target = rng.integers(0, 5, n)
-    predicted = np.where(rng.random(n) < 0.5, target, (target + 1) % 5)
+    target = rng.integers(0, 4, n)
+    predicted = np.where(rng.random(n) < 0.5, target, (target + 1) % 4)
     top5 = (predicted == target) | (rng.random(n) < 0.5)
     per_rank = [list(ExactDistributedSampler(n, num_replicas=world, rank=rank)) for rank in range(world)]
-    assert len({len(indices) for indices in per_rank}) == 2  # really uneven
-    placed = merge_rank_outcomes(*fake_gather(per_rank, target, predicted, top5))
-    assert np.array_equal(placed["target"], target) and np.array_equal(placed["predicted"], predicted)
-    assert np.array_equal(placed["top5"], top5) and np.array_equal(placed["top1"], predicted == target)
-
+    assert len({len(indices) for indices in per_rank}) == 2 and not top5.all()  # really uneven; top-5 misses
     # Placed by the indices each rank says it read, not by an assumed rank::world pattern.
-    blocks = np.array_split(rng.permutation(n), world)
-    placed = merge_rank_outcomes(*fake_gather([list(block) for block in blocks], target, predicted, top5))
-    assert np.array_equal(placed["target"], target) and np.array_equal(placed["top5"], top5)
+    for order in (per_rank, [list(block) for block in np.array_split(rng.permutation(n), world)]):
+        placed = gathered(order, target, predicted, top5)
+        assert placed is not None and np.array_equal(placed["target"], target)
+        assert np.array_equal(placed["predicted"], predicted) and np.array_equal(placed["top5"], top5)
+        assert np.array_equal(placed["top1"], predicted == target)
 
 
 def test_gather_refuses_indices_that_are_not_each_sample_once() -> None:
-    target = np.arange(5)
-    right = np.ones(5, dtype=np.int64)
+    target, right = np.arange(5) % 4, np.ones(5, dtype=bool)
+    assert gathered([[0, 2, 4], [1, 3]], target, target, right) is not None
     padded_sampler = [[0, 2, 4], [1, 3, 0]]  # a padding DistributedSampler repeats image 0 on the last rank
-    with pytest.raises(ValueError, match="not each of 0..5 once"):
-        merge_rank_outcomes(*fake_gather(padded_sampler, target, target, right))
-    gathered, sizes = fake_gather([[0, 2, 4], [1, 3]], target, target, right)
-    with pytest.raises(ValueError, match="sizes say"):
-        merge_rank_outcomes(gathered, [3, 4])
-    gathered[1, 0, 0] = -1  # a rank that could not say which sample it read
-    with pytest.raises(ValueError, match="not each of"):
-        merge_rank_outcomes(gathered, sizes)
+    assert gathered(padded_sampler, target, target, right) is None
+    assert gathered([[0, 2, 4], None], target, target, right, rows=[[0, 2, 4], [1, 3]]) is None  # cannot say
+    assert gathered([[0, 2, 4], [1, 3]], target, target, right, rows=[[0, 2], [1]]) is None  # a subset
 
 
 def test_loaders_say_which_samples_they_read_and_in_which_order() -> None:

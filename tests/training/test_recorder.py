@@ -60,9 +60,9 @@ def _results(run_id: str) -> list[Result]:
 @pytest.mark.slow  # starting W&B's offline service takes several seconds
 def test_fit_records_run_metrics_result_provenance_and_wandb(tmp_path: Path) -> None:
     job = JobSpec(name="tiny-fit")
-    callbacks, logger = tracking_for_run("fit", tiny_config(), job)
+    callbacks, loggers = tracking_for_run("fit", tiny_config(), job)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_top1", mode="max")
-    trainer = trainer_for([*callbacks, checkpoint], logger, tmp_path)
+    trainer = trainer_for([*callbacks, checkpoint], loggers, tmp_path)
     trainer.fit(TinyClassifier(), datamodule=TinyData())
 
     [run] = _runs()
@@ -95,9 +95,9 @@ def test_fit_records_run_metrics_result_provenance_and_wandb(tmp_path: Path) -> 
 
 
 def test_failure_keeps_finished_epochs_and_records_the_error(tmp_path: Path) -> None:
-    callbacks, logger = tracking_for_run("fit", tiny_config(), JobSpec(name="crash", wandb_mode="disabled"))
-    assert logger is None
-    trainer = trainer_for(callbacks, logger, tmp_path, max_epochs=3)
+    callbacks, loggers = tracking_for_run("fit", tiny_config(), JobSpec(name="crash", wandb_mode="disabled"))
+    assert [type(logger).__name__ for logger in loggers] == ["StoreLogger"]  # no W&B
+    trainer = trainer_for(callbacks, loggers, tmp_path, max_epochs=3)
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit(TinyClassifier(fail_at_epoch=1), datamodule=TinyData())
     [run] = _runs()
@@ -108,8 +108,8 @@ def test_failure_keeps_finished_epochs_and_records_the_error(tmp_path: Path) -> 
 
 
 def test_keyboard_interrupt_marks_the_run_interrupted(tmp_path: Path) -> None:
-    callbacks, logger = tracking_for_run("fit", tiny_config(), JobSpec(name="ctrl-c", wandb_mode="disabled"))
-    trainer = trainer_for(callbacks, logger, tmp_path, max_epochs=3)
+    callbacks, loggers = tracking_for_run("fit", tiny_config(), JobSpec(name="ctrl-c", wandb_mode="disabled"))
+    trainer = trainer_for(callbacks, loggers, tmp_path, max_epochs=3)
     with pytest.raises(SystemExit):  # Lightning turns ^C into a graceful shutdown and exit(1)
         trainer.fit(TinyClassifier(interrupt_at_epoch=1), datamodule=TinyData())
     [run] = _runs()
@@ -117,8 +117,8 @@ def test_keyboard_interrupt_marks_the_run_interrupted(tmp_path: Path) -> None:
 
 
 def test_sigterm_marks_the_run_interrupted_and_keeps_its_epochs(tmp_path: Path) -> None:
-    callbacks, logger = tracking_for_run("fit", tiny_config(), JobSpec(name="preempted", wandb_mode="disabled"))
-    trainer = trainer_for(callbacks, logger, tmp_path, max_epochs=3)
+    callbacks, loggers = tracking_for_run("fit", tiny_config(), JobSpec(name="preempted", wandb_mode="disabled"))
+    trainer = trainer_for(callbacks, loggers, tmp_path, max_epochs=3)
     with pytest.raises(SystemExit):  # Lightning raises SIGTERMException after the signal
         trainer.fit(TinyClassifier(sigterm_at_epoch=1), datamodule=TinyData())
     [run] = _runs()
@@ -126,19 +126,16 @@ def test_sigterm_marks_the_run_interrupted_and_keeps_its_epochs(tmp_path: Path) 
     assert (0, "val_top1") in _metrics(run.id)
 
 
-@pytest.mark.parametrize("how", ["path", "last"])
-def test_resume_from_checkpoint_continues_the_same_record(tmp_path: Path, how: str) -> None:
+def test_resume_from_checkpoint_continues_the_same_record(tmp_path: Path) -> None:
     job = JobSpec(name="resume", wandb_mode="disabled")
     ckpt_dir = tmp_path / "ckpt"
-    callbacks, _ = tracking_for_run("fit", tiny_config(), job)
-    first = trainer_for([*callbacks, ModelCheckpoint(dirpath=ckpt_dir, save_last=True)], None, tmp_path, 1)
+    callbacks, loggers = tracking_for_run("fit", tiny_config(), job)
+    first = trainer_for([*callbacks, ModelCheckpoint(dirpath=ckpt_dir, save_last=True)], loggers, tmp_path, 1)
     first.fit(TinyClassifier(), datamodule=TinyData())
 
-    # `--ckpt_path last` is resolved by the CLI's checkpoint.dirpath, a path is taken as is.
-    ckpt_path = str(ckpt_dir / "last.ckpt") if how == "path" else "last"
-    config = tiny_config(ckpt_path=ckpt_path, checkpoint={"dirpath": str(ckpt_dir)})
-    callbacks, _ = tracking_for_run("fit", config, job)
-    second = trainer_for([*callbacks, ModelCheckpoint(dirpath=ckpt_dir, save_last=True)], None, tmp_path, 2)
+    ckpt_path = str(ckpt_dir / "last.ckpt")  # the CLI makes `--ckpt_path last|best` a file first
+    callbacks, loggers = tracking_for_run("fit", tiny_config(ckpt_path=ckpt_path), job)
+    second = trainer_for([*callbacks, ModelCheckpoint(dirpath=ckpt_dir, save_last=True)], loggers, tmp_path, 2)
     second.fit(TinyClassifier(), datamodule=TinyData(), ckpt_path=ckpt_path)
 
     [run] = _runs()
@@ -150,16 +147,16 @@ def test_eca_run_id_continues_a_queued_submission(tmp_path: Path, monkeypatch: p
     upsert_run(writer_engine(), "queued-run-1", job_name="q", command="fit", model_name="tiny_linear",
                status="queued", slurm_job_id="4242")  # fmt: skip
     monkeypatch.setenv("ECA_RUN_ID", "queued-run-1")
-    callbacks, logger = tracking_for_run("fit", tiny_config(), JobSpec(name="q", wandb_mode="disabled"))
-    trainer_for(callbacks, logger, tmp_path, max_epochs=1).fit(TinyClassifier(), datamodule=TinyData())
+    callbacks, loggers = tracking_for_run("fit", tiny_config(), JobSpec(name="q", wandb_mode="disabled"))
+    trainer_for(callbacks, loggers, tmp_path, max_epochs=1).fit(TinyClassifier(), datamodule=TinyData())
     [run] = _runs()
     assert (run.id, run.status, run.slurm_job_id, run.job_name) == ("queued-run-1", "succeeded", "4242", "q")
 
 
 @pytest.mark.parametrize("command", ["validate", "test"])
 def test_evaluation_records_a_result_for_its_split(tmp_path: Path, command: str) -> None:
-    callbacks, logger = tracking_for_run(command, tiny_config(), JobSpec(name=f"eval-{command}", wandb_mode="disabled"))
-    trainer = trainer_for(callbacks, logger, tmp_path)
+    callbacks, loggers = tracking_for_run(command, tiny_config(), JobSpec(f"eval-{command}", wandb_mode="disabled"))
+    trainer = trainer_for(callbacks, loggers, tmp_path)
     getattr(trainer, command)(TinyClassifier(), datamodule=TinyData())
     [run] = _runs()
     assert run.command == command and run.status == "succeeded"
@@ -182,8 +179,8 @@ class _BrokenPipelineData(TinyData):
 @pytest.mark.parametrize(("datamodule", "recorded"), [(_DaliData, "dali-gpu"), (TinyData, None),
                                                       (_BrokenPipelineData, None)])  # fmt: skip
 def test_a_result_records_the_data_modules_pipeline_or_none(tmp_path: Path, datamodule: type, recorded: str) -> None:
-    callbacks, logger = tracking_for_run("validate", tiny_config(), JobSpec(name="eval", wandb_mode="disabled"))
-    trainer_for(callbacks, logger, tmp_path).validate(TinyClassifier(), datamodule=datamodule())
+    callbacks, loggers = tracking_for_run("validate", tiny_config(), JobSpec(name="eval", wandb_mode="disabled"))
+    trainer_for(callbacks, loggers, tmp_path).validate(TinyClassifier(), datamodule=datamodule())
     [run] = _runs()
     assert run.status == "succeeded"  # a data module that cannot say its pipeline does not fail the evaluation
     [result] = _results(run.id)
@@ -258,15 +255,15 @@ def test_the_real_classifiers_train_metrics_are_recorded_for_their_own_epoch(tmp
     """The recorder on the real ImageClassifier (not a stand-in that logs train_loss in training_step): each epoch's
     train_* (and val_*) in the store are that epoch's, not the previous epoch's, and the last epoch's are there."""
     from ecaplatform.datamodules import DigitsDataModule
-    from ecaplatform.training.classifier import ImageClassifier
+    from ecaplatform.training.classifier import SGD, ImageClassifier
 
     config = {"model": {"init_args": {"model_name": "eca_resnet18"}}, "data": {"init_args": {"image_size": 16}}}
-    callbacks, logger = tracking_for_run("fit", config, JobSpec(name="real-classifier", wandb_mode="disabled"))
+    callbacks, loggers = tracking_for_run("fit", config, JobSpec(name="real-classifier", wandb_mode="disabled"))
     seen = _EpochMetricsSeen()
-    trainer = trainer_for([*callbacks, seen], logger, tmp_path, max_epochs=3, limit_train_batches=1,
+    trainer = trainer_for([*callbacks, seen], loggers, tmp_path, max_epochs=3, limit_train_batches=1,
                           limit_val_batches=1, enable_checkpointing=False)  # fmt: skip
     torch.manual_seed(0)
-    model = ImageClassifier(model_name="eca_resnet18", num_classes=10, lr=0.05)
+    model = ImageClassifier(model_name="eca_resnet18", num_classes=10, optimizer=SGD(lr=0.05))
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=8, image_size=16))
 
     [run] = _runs()
@@ -278,7 +275,7 @@ def test_the_real_classifiers_train_metrics_are_recorded_for_their_own_epoch(tmp
 
 class _RequeuedThenLoggerLost(pl.Callback):
     """At epoch 1: SLURM accepted the requeue (ecaplatform.training.slurm_requeue tells the callbacks), then, while
-    SLURM stops the job, the W&B service dies first and the next log raises (seen in CI: ConnectionResetError)."""
+    SLURM stops the job, the W&B service dies first and the next log raises (ConnectionResetError)."""
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch == 1:
@@ -289,8 +286,8 @@ class _RequeuedThenLoggerLost(pl.Callback):
 
 
 def test_what_fails_after_a_requeue_leaves_the_run_interrupted_for_its_requeued_job(tmp_path: Path) -> None:
-    callbacks, logger = tracking_for_run("fit", tiny_config(), JobSpec(name="requeued", wandb_mode="disabled"))
-    trainer = trainer_for([*callbacks, _RequeuedThenLoggerLost()], logger, tmp_path, max_epochs=3)
+    callbacks, loggers = tracking_for_run("fit", tiny_config(), JobSpec(name="requeued", wandb_mode="disabled"))
+    trainer = trainer_for([*callbacks, _RequeuedThenLoggerLost()], loggers, tmp_path, max_epochs=3)
     with pytest.raises(ConnectionResetError):
         trainer.fit(TinyClassifier(), datamodule=TinyData())
     [run] = _runs()

@@ -1,6 +1,6 @@
-"""The RunRecorder hook by hook, on a stand-in trainer (no training: milliseconds a test), checking what each hook
-leaves in the store. Mutation testing (`make mutation`) found these paths reached only by slow or SLURM tests, or
-not checked field by field."""
+"""The RunRecorder hook by hook and the StoreLogger call by call, on a stand-in trainer (no training: milliseconds a
+test), checking what each leaves in the store. Mutation testing (`make mutation`) found these paths reached only by
+slow or SLURM tests, or not checked field by field."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from ecaplatform.store.writes import upsert_run
 from ecaplatform.training import provenance
 from ecaplatform.training.jobspec import JobSpec
 from ecaplatform.training.recorder import RunRecorder, whole_split_outcomes
+from ecaplatform.training.run import RunStatus
+from ecaplatform.training.store_logger import StoreLogger
 
 FINGERPRINT = {"dataset": "digits", "split": "val", "num_samples": 4, "num_classes": 10, "hash": "h" * 64}
 
@@ -49,18 +51,15 @@ class Trainer:
     """What the recorder reads of a Lightning Trainer."""
 
     def __init__(self, *, rank: int = 0, world: int = 1, metrics: dict[str, Any] | None = None,
-                 datamodule: Any = None, ckpt_path: str | None = None, checkpoint: Any = None) -> None:  # fmt: skip
+                 datamodule: Any = None) -> None:  # fmt: skip
         self.is_global_zero, self.local_rank, self.node_rank = rank == 0, rank, 0
         self.world_size, self.num_nodes = world, 1
         self.datamodule = Data() if datamodule is None else datamodule
         self.callback_metrics = dict(metrics or {})
         self.strategy = SimpleNamespace(root_device=torch.device("cpu"),
                                         broadcast=lambda value, src: f"{value}@{src}")  # fmt: skip
-        self.loggers: list[Any] = ["csv-logger"]
-        self.default_root_dir = "/runs/here"
-        self.sanity_checking = self.interrupted = False
+        self.sanity_checking = False
         self.current_epoch, self.global_step = 2, 40
-        self.ckpt_path, self.checkpoint_callback = ckpt_path, checkpoint
 
 
 class Module:
@@ -95,10 +94,15 @@ def _epochs(run_id: str = "r") -> dict[tuple[int, str], tuple[int, float]]:
         return {(m.epoch, m.name): (m.step, m.value) for m in rows}
 
 
+def _recorder(command: str, config: dict[str, Any] | None = None, job: JobSpec | None = None,
+              **store: Any) -> RunRecorder:  # fmt: skip
+    return RunRecorder(StoreLogger(RunStatus("r"), command, **store), config, job)
+
+
 def _evaluate(command: str, trainer: Trainer, module: Module | None = None, **kwargs: Any) -> RunRecorder:
-    """One `eca validate|test` as Lightning calls the recorder's hooks."""
+    """One `eca validate|test` as Lightning calls the recorder's hooks and the logger's finalize."""
     module = module or Module()
-    recorder = RunRecorder("r", command, **kwargs)
+    recorder = _recorder(command, **kwargs)
     recorder.setup(trainer, module, command)
     if command == "validate":
         recorder.on_validation_start(trainer, module)
@@ -106,7 +110,7 @@ def _evaluate(command: str, trainer: Trainer, module: Module | None = None, **kw
     else:
         recorder.on_test_start(trainer, module)
         recorder.on_test_end(trainer, module)
-    recorder.teardown(trainer, module, command)
+    recorder.store.finalize("success")
     return recorder
 
 
@@ -120,8 +124,8 @@ def test_a_validate_run_records_its_provenance_and_its_whole_result(
     weights.write_bytes(b"weights")
     config = {"model": {"init_args": {"model_name": "from-config"}}, "seed": 3}
     metrics = {**_metrics("val", samples=3.6), "val_nan": float("nan"), "text": "not a number"}
-    trainer = Trainer(metrics=metrics, ckpt_path=str(weights))
-    _evaluate("validate", trainer, config=config, job=JobSpec(name="verify-r18"))
+    _evaluate("validate", Trainer(metrics=metrics), config=config, job=JobSpec(name="verify-r18"),
+              evaluated=str(weights))  # fmt: skip
     assert capsys.readouterr().out == "eca validate: recording run r\n"
 
     run = _run()
@@ -138,28 +142,26 @@ def test_a_validate_run_records_its_provenance_and_its_whole_result(
         "eca_resnet18", "digits", "val", "torchvision")
     assert (result.top1, result.top5, result.loss, result.samples_evaluated) == (75.0, 100.0, 0.5, 4)
     assert result.fingerprint == FINGERPRINT
-    assert trainer.loggers == ["csv-logger"]  # an evaluation adds no metrics listener
 
 
 def test_a_test_run_records_the_test_split_and_validation_hooks_record_nothing() -> None:
     data = Data(pipeline={"val": "torchvision", "test": "dali-cpu"})  # each split's own pipeline
     trainer = Trainer(metrics={**_metrics("test"), **_metrics("val")}, datamodule=data)
-    recorder = RunRecorder("r", "test")
-    module = Module()
+    recorder, module = _recorder("test"), Module()
     recorder.setup(trainer, module, "test")
     recorder.on_validation_start(trainer, module)
     assert _run() is None  # a test run begins at on_test_start only
     recorder.on_test_start(trainer, module)
     recorder.on_validation_end(trainer, module)
     recorder.on_test_end(trainer, module)
-    recorder.teardown(trainer, module, "test")
+    recorder.store.finalize("success")
     assert [(r.split, r.fingerprint["split"], r.pipeline) for r in _results()] == [("test", "test", "dali-cpu")]
-    assert (_run().command, _run().model_name) == ("test", "eca_resnet18")
+    assert (_run().command, _run().model_name, _run().status) == ("test", "eca_resnet18", "succeeded")
 
 
 def test_a_validate_run_ignores_test_hooks_and_the_sanity_check() -> None:
     trainer = Trainer(metrics=_metrics("val"))
-    recorder, module = RunRecorder("r", "validate"), Module()
+    recorder, module = _recorder("validate"), Module()
     recorder.setup(trainer, module, "validate")
     recorder.on_test_start(trainer, module)
     assert _run() is None
@@ -171,7 +173,7 @@ def test_a_validate_run_ignores_test_hooks_and_the_sanity_check() -> None:
     recorder.on_test_end(trainer, module)
     assert _results() == []
     recorder.on_validation_end(trainer, module)
-    recorder.teardown(trainer, module, "validate")
+    recorder.store.finalize("success")
     assert len(_results()) == 1
 
 
@@ -191,7 +193,7 @@ def test_results_keep_finite_numbers_only() -> None:
 
 def test_an_evaluation_end_without_its_start_records_nothing() -> None:
     trainer, module = Trainer(metrics=_metrics("val")), Module()
-    recorder = RunRecorder("r", "validate")
+    recorder = _recorder("validate")
     recorder.setup(trainer, module, "validate")
     recorder.on_validation_end(trainer, module)  # no run begun: no result (and no orphan row)
     with session_scope(writer_engine()) as session:
@@ -208,22 +210,23 @@ def test_the_accelerator_names_the_gpu_within_its_column(monkeypatch: pytest.Mon
     assert _run().accelerator == ("cuda:NVIDIA H100 80GB HBM3 " + "x" * 60)[:64]
 
 
-def test_a_running_run_beats(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_running_run_beats_and_its_slurm_job_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
     monkeypatch.setenv("ECA_HEARTBEAT_TIMEOUT_S", "0.25")  # a beat every 0.05 s
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
     recorder, trainer, module = _started()
     started = _run().heartbeat_at
     deadline = time.monotonic() + 10
     while _run().heartbeat_at == started and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _run().heartbeat_at > started
-    recorder.teardown(trainer, module, "fit")
-    assert recorder._heartbeat is None
+    assert _run().heartbeat_at > started and _run().slurm_job_id == "77"
+    recorder.store.finalize("success")
+    assert recorder.status._heartbeat is None
 
 
 def test_the_model_name_comes_from_the_module_then_the_config_then_the_class() -> None:
-    assert RunRecorder("r", "fit")._model_name(SimpleNamespace()) == "SimpleNamespace"  # a module without hparams
+    assert _recorder("fit")._model_name(SimpleNamespace()) == "SimpleNamespace"  # a module without hparams
     for hparams, config, expected in [
         ({"model_name": "eca_resnet50"}, {"model": {"model_name": "x"}}, "eca_resnet50"),
         ({}, {"model": {"model_name": "plain_section"}}, "plain_section"),
@@ -232,25 +235,24 @@ def test_the_model_name_comes_from_the_module_then_the_config_then_the_class() -
         ({}, {"model": "not a section"}, "Module"),
         ({}, {"data": {"model_name": "another section"}}, "Module"),
     ]:  # fmt: skip
-        recorder = RunRecorder("r", "validate", config=config)
-        assert recorder._model_name(Module(hparams)) == expected, config
+        assert _recorder("validate", config)._model_name(Module(hparams)) == expected, config
 
 
-def test_a_fit_records_its_final_validation_and_the_best_checkpoint(tmp_path: Path) -> None:
+def test_a_fit_records_its_final_validation_and_the_first_saving_checkpoints_best(tmp_path: Path) -> None:
     best, last = tmp_path / "best.ckpt", tmp_path / "last.ckpt"
     best.write_bytes(b"best")
     last.write_bytes(b"last")
-    checkpoint = SimpleNamespace(best_model_path=str(best), last_model_path=str(last))
-    trainer = Trainer(metrics=_metrics("val"), checkpoint=checkpoint)
-    recorder, module = RunRecorder("r", "fit"), Module()
+    trainer, recorder, module = Trainer(metrics=_metrics("val")), _recorder("fit"), Module()
     recorder.setup(trainer, module, "fit")
     recorder.on_validation_start(trainer, module)  # a fit begins at on_fit_start, not at a validation
     assert _run() is None
     recorder.on_fit_start(trainer, module)
     recorder.on_validation_end(trainer, module)  # per-epoch validations are metrics, not results
     assert _results() == []
+    recorder.store.after_save_checkpoint(SimpleNamespace(best_model_path=str(best), last_model_path=str(last)))
+    recorder.store.after_save_checkpoint(SimpleNamespace(best_model_path=str(last), last_model_path=""))
     recorder.on_fit_end(trainer, module)
-    recorder.teardown(trainer, module, "fit")
+    recorder.store.finalize("success")
     run = _run()
     assert (run.status, run.model_name, run.checkpoint_path) == ("succeeded", "eca_resnet18", str(best.resolve()))
     assert run.checkpoint_sha256 == hashlib.sha256(b"best").hexdigest()
@@ -260,34 +262,37 @@ def test_a_fit_records_its_final_validation_and_the_best_checkpoint(tmp_path: Pa
 def test_a_fit_without_a_best_checkpoint_records_the_last_and_without_validation_no_result(tmp_path: Path) -> None:
     last = tmp_path / "last.ckpt"
     last.write_bytes(b"last")
-    trainer = Trainer(metrics={"train_loss": 1.0}, checkpoint=SimpleNamespace(best_model_path="",
-                                                                               last_model_path=str(last)))
-    recorder, module = RunRecorder("r", "fit"), Module()
-    recorder.setup(trainer, module, "fit")
-    recorder.on_fit_start(trainer, module)
+    recorder, trainer, module = _started()
+    trainer.callback_metrics = {"train_loss": 1.0}
+    recorder.store.after_save_checkpoint(SimpleNamespace(best_model_path="", last_model_path=str(last)))
     recorder.on_fit_end(trainer, module)
-    recorder.teardown(trainer, module, "fit")
+    recorder.store.finalize("success")
     assert _run().checkpoint_path == str(last.resolve()) and _results() == []
 
 
-def test_a_checkpoint_named_in_the_config_is_the_evaluated_one_and_a_missing_file_none(tmp_path: Path) -> None:
+def test_the_evaluated_checkpoint_is_the_ckpt_path_else_the_configs_and_a_missing_file_none(tmp_path: Path) -> None:
+    from ecaplatform.training.integration import tracking_for_run
+
     weights = tmp_path / "released.pth.tar"
     weights.write_bytes(b"released")
     config = {"model": {"init_args": {"checkpoint": str(weights)}}}
-    _evaluate("validate", Trainer(metrics=_metrics("val")), config=config)
+    job = JobSpec(wandb_mode="disabled")
+    assert tracking_for_run("validate", config, job)[1][0].evaluated == str(weights)
+    assert tracking_for_run("test", {**config, "ckpt_path": "x.ckpt"}, job)[1][0].evaluated == "x.ckpt"
+    assert tracking_for_run("fit", config, job)[1][0].evaluated is None  # a fit records the checkpoint it saves
+    _evaluate("validate", Trainer(metrics=_metrics("val")), evaluated=str(weights))
     assert _run().checkpoint_path == str(weights.resolve())
-    assert RunRecorder("x", "validate")._checkpoint_fields(Trainer(ckpt_path=str(tmp_path / "gone"))) == {}
-    assert RunRecorder("x", "fit")._checkpoint_fields(Trainer()) == {}  # no checkpoint callback
+    assert StoreLogger(RunStatus("x"), "validate", str(tmp_path / "gone"))._checkpoint_fields() == {}
+    assert StoreLogger(RunStatus("x"), "fit")._checkpoint_fields() == {}  # no checkpoint saved
 
 
 def test_other_ranks_record_nothing_and_take_rank_zeros_run_id() -> None:
     trainer = Trainer(rank=1, world=2, metrics=_metrics("val"))
     recorder = _evaluate("validate", trainer)
-    assert recorder.run_id == "r@0"  # broadcast from rank 0
-    with session_scope(writer_engine()) as session:
-        assert session.scalars(select(Run)).all() == []
+    assert recorder.status.run_id == "r@0" and recorder.state_dict() == {"run_id": "r@0"}  # broadcast from rank 0
     recorder.on_exception(trainer, Module(), RuntimeError("boom"))  # nor on failure
     recorder.on_slurm_requeued(trainer, 10)
+    recorder.store.log_metrics({"val_top1": 1.0, "epoch": 0}, step=1)
     with session_scope(writer_engine()) as session:
         assert session.scalars(select(Run)).all() == []
 
@@ -295,9 +300,9 @@ def test_other_ranks_record_nothing_and_take_rank_zeros_run_id() -> None:
 def test_the_node_line_is_printed_by_each_nodes_first_process(capsys: pytest.CaptureFixture[str]) -> None:
     trainer = Trainer()
     trainer.num_nodes, trainer.node_rank = 2, 1
-    RunRecorder("r", "validate").setup(trainer, Module(), "validate")
+    _recorder("validate").setup(trainer, Module(), "validate")
     trainer.local_rank = 1
-    RunRecorder("r", "validate").setup(trainer, Module(), "validate")
+    _recorder("validate").setup(trainer, Module(), "validate")
     assert capsys.readouterr().out == "eca validate: recording run r (node 1 of 2)\n"
 
 
@@ -376,7 +381,7 @@ def test_outcomes_are_kept_only_for_the_whole_split() -> None:
 
 def _started(command: str = "fit") -> tuple[RunRecorder, Trainer, Module]:
     trainer, module = Trainer(), Module()
-    recorder = RunRecorder("r", command)
+    recorder = _recorder(command)
     recorder.setup(trainer, module, command)
     recorder.on_fit_start(trainer, module) if command == "fit" else recorder.on_validation_start(trainer, module)
     return recorder, trainer, module
@@ -390,133 +395,84 @@ def _started(command: str = "fit") -> tuple[RunRecorder, Trainer, Module]:
         (SIGTERMException(), "interrupted", "SIGTERMException: stopped by a signal (preemption, scancel, ^C)"),
     ],
 )
-def test_an_exception_ends_the_run_and_no_later_teardown_calls_it_a_success(
+def test_an_exception_ends_the_run_and_no_later_success_is_recorded(
     exception: BaseException, status: str, error: str
 ) -> None:
     recorder, trainer, module = _started()
-    assert len(trainer.loggers) == 2
     recorder.on_exception(trainer, module, exception)
-    assert trainer.loggers == ["csv-logger"]  # the listener is gone: Lightning runs no teardown after this
-    recorder.teardown(trainer, module, "fit")
+    recorder.store.finalize("failed")  # what Lightning calls next
+    recorder.store.finalize("success")
     run = _run()
     assert (run.status, run.error) == (status, error) and run.ended_at is not None
-    assert recorder._heartbeat is None
+    assert recorder.status._heartbeat is None
 
 
-def test_a_teardown_without_a_run_records_nothing() -> None:
+def test_an_end_without_a_run_records_nothing() -> None:
     trainer, module = Trainer(), Module()
-    recorder = RunRecorder("r", "fit")
+    recorder = _recorder("fit")
     recorder.setup(trainer, module, "fit")
-    recorder.teardown(trainer, module, "fit")  # e.g. `eca fit` stopped before on_fit_start: nothing to finish
-    assert _run() is None and trainer.loggers == ["csv-logger"]
-
-
-def test_an_exception_before_the_run_began_records_nothing() -> None:
-    trainer, module = Trainer(), Module()
-    recorder = RunRecorder("r", "fit")
-    recorder.setup(trainer, module, "fit")
-    recorder.on_exception(trainer, module, RuntimeError("no data"))
-    recorder.teardown(trainer, module, "fit")
+    recorder.on_exception(trainer, module, RuntimeError("no data"))  # e.g. `eca fit` stopped before on_fit_start
+    recorder.store.finalize("success")
     assert _run() is None
 
 
 def test_a_slurm_requeue_leaves_the_run_interrupted_for_the_requeued_job() -> None:
     recorder, trainer, module = _started()
     trainer.current_epoch, trainer.global_step = 3, 120
+    recorder.store.finalize("finished")  # the flush before the requeue ends nothing
+    assert _run().status == "running"
     recorder.on_slurm_requeued(trainer, 10)
-    recorder.teardown(trainer, module, "fit")  # the process is then stopped: never a success
+    recorder.on_exception(trainer, module, RuntimeError("W&B's service is gone"))  # while SLURM stops the job
+    recorder.store.finalize("success")  # the process is stopped: never a success
     run = _run()
     assert (run.status, run.error) == ("interrupted", "preempted at epoch 3, step 120: requeued by SLURM "
                                                       "(signal 10); the requeued job continues this run")
-    assert recorder._heartbeat is None
-
-
-def test_what_fails_after_a_requeue_leaves_the_run_interrupted() -> None:
-    recorder, trainer, module = _started()
-    recorder.on_slurm_requeued(trainer, 10)
-    recorder.on_exception(trainer, module, RuntimeError("W&B's service is gone"))  # SLURM stopping the job
-    assert _run().status == "interrupted" and _run().error.startswith("preempted at epoch 2, step 40")
+    assert recorder.status._heartbeat is None
 
 
 def test_a_requeue_before_the_run_began_leaves_its_record_alone() -> None:
     upsert_run(writer_engine(), "r", job_name="j", command="fit", model_name="m", status="queued")  # `eca submit`
-    trainer, module = Trainer(), Module()
-    recorder = RunRecorder("r", "fit")
-    recorder.on_slurm_requeued(trainer, 10)
-    recorder.teardown(trainer, module, "fit")
+    recorder = _recorder("fit")
+    recorder.on_slurm_requeued(Trainer(), 10)
+    recorder.store.finalize("success")
     assert (_run().status, _run().error) == ("queued", None)
-
-
-def test_a_run_stopped_without_an_exception_is_interrupted() -> None:
-    recorder, trainer, module = _started()
-    trainer.interrupted = True
-    recorder.teardown(trainer, module, "fit")
-    assert (_run().status, _run().error) == ("interrupted", "interrupted")
-    assert trainer.loggers == ["csv-logger"]
 
 
 # --- per-epoch metrics: what Lightning sends its loggers at each epoch's end --------------------------------------
 
 
-def test_epoch_end_logs_become_that_epochs_metrics_and_step_logs_do_not() -> None:
-    recorder, trainer, module = _started()
-    listener = trainer.loggers[-1]
-    assert (listener.save_dir, listener.others) == ("/runs/here", ["csv-logger"])
-    recorder.setup(trainer, module, "fit")  # a second setup (fit, then its validation) adds it once
-    assert trainer.loggers == ["csv-logger", listener]
-
-    trainer.sanity_checking = True
-    recorder.on_validation_epoch_end(trainer, module)
-    listener.log_metrics({"val_top1": 10.0}, step=0)  # the sanity check's numbers are no epoch's
-    trainer.sanity_checking = False
-    recorder.on_train_batch_start(trainer, module, None, 0)
-    listener.log_metrics({"train_loss_step": 3.0}, step=1)  # a step-level log
-    recorder.on_validation_epoch_end(trainer, module)
-    listener.log_metrics({"val_top1": torch.tensor(61.5), "epoch": 0, "step": 99, "inf": float("inf"),
-                          "x" * 65: 1.0, "y" * 64: 2.0}, step=None)  # names fit the store's 64 characters
-    recorder.on_validation_end(trainer, module)
-    listener.log_metrics({"val_top1": 99.0}, step=5)  # after the validation's own log: not an epoch's
-    recorder.on_train_epoch_end(trainer, module)
-    listener.log_metrics({"train_loss": 1.5}, step=7)  # the train log closes the epoch
-    listener.log_metrics({"train_loss": 9.0}, step=8)
-    recorder.on_validation_epoch_end(trainer, module)
-    recorder.on_train_epoch_start(trainer, module)  # a new epoch: what follows is not the last epoch's end
-    listener.log_metrics({"train_loss": 9.0}, step=8)
-    recorder.on_validation_epoch_end(trainer, module)
-    recorder.on_train_end(trainer, module)
-    listener.log_metrics({"train_loss": 9.0}, step=8)
-    # epoch from the log's own "epoch" when it has one, else the trainer's; the step given, else the trainer's
-    assert _epochs() == {(0, "val_top1"): (40, 61.5), (0, "y" * 64): (40, 2.0), (2, "train_loss"): (7, 1.5)}
-    recorder.teardown(trainer, module, "fit")
-    assert trainer.loggers == ["csv-logger"]
+def test_epoch_logs_become_that_epochs_metrics_and_step_logs_do_not() -> None:
+    recorder, _, _ = _started()
+    store = recorder.store
+    assert (store.name, store.version, store.save_dir) == ("", "r", None)
+    store.log_metrics({"train_loss_step": 3.0, "loss_epoch": 2.0, "epoch": 0}, step=1)  # a training step's log
+    store.log_metrics({"train/device/samples_per_sec": 9.0, "epoch": 0}, step=1)  # ThroughputMonitor's
+    store.log_metrics({"val_top1": 50.0}, step=2)  # a log with a step of its own (a validation step's)
+    store.log_metrics({"val_top1": torch.tensor(61.5), "epoch": 0, "inf": float("inf"), "x" * 65: 1.0,
+                       "y" * 64: 2.0}, step=3)  # names fit the store's 64 characters  # fmt: skip
+    store.log_metrics({"train_loss": 1.5, "epoch": 1}, step=7)
+    store.log_metrics({"train_loss": 1.25, "epoch": 1}, step=8)  # a log sent again rewrites it
+    assert _epochs() == {(0, "loss_epoch"): (1, 2.0), (0, "val_top1"): (3, 61.5), (0, "y" * 64): (3, 2.0),
+                         (1, "train_loss"): (8, 1.25)}  # fmt: skip
 
 
-def test_epoch_logs_before_the_run_began_are_not_recorded() -> None:
-    trainer, module = Trainer(), Module()
-    recorder = RunRecorder("r", "fit")
-    recorder.setup(trainer, module, "fit")
-    recorder.on_validation_epoch_end(trainer, module)
-    trainer.loggers[-1].log_metrics({"val_top1": 50.0}, step=3)  # no run to record it for (nor an error)
+def test_epoch_logs_of_no_fit_or_before_the_run_began_are_not_recorded() -> None:
+    StoreLogger(RunStatus("r"), "fit").log_metrics({"val_top1": 50.0, "epoch": 0}, step=3)  # no run yet
     assert _run() is None and _epochs() == {}
-
-
-def test_the_train_epochs_log_is_recorded_for_a_fit_only() -> None:
-    recorder, trainer, module = _started("validate")
-    recorder.on_validation_epoch_end(trainer, module)
-    recorder.on_train_epoch_end(trainer, module)
-    recorder._on_logged({"val_top1": 50.0}, 3)
+    recorder, _, _ = _started("validate")
+    recorder.store.log_metrics({"val_top1": 50.0, "epoch": 0}, step=3)  # a validation's result, not an epoch's
     assert _epochs() == {}
-    recorder.teardown(trainer, module, "validate")  # stops its heartbeat thread
+    recorder.store.finalize("success")  # stops its heartbeat thread
 
 
 def test_the_recorder_takes_only_fit_validate_or_test_and_fixes_its_store(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match=r"command 'predict': the recorder records one of \['fit', 'test', "):
-        RunRecorder("r", "predict")
+        _recorder("predict")
     monkeypatch.setenv("ECA_DB_URL", "sqlite:////elsewhere/runs.db")
-    recorder = RunRecorder("r", "fit", db_url="sqlite:////given/runs.db")
-    assert recorder.db_url == "sqlite:////given/runs.db"
-    assert RunRecorder("r", "fit").db_url == "sqlite:////elsewhere/runs.db"
-    assert (recorder.config, recorder.job) == ({}, JobSpec())
+    assert RunStatus("r", db_url="sqlite:////given/runs.db").db_url == "sqlite:////given/runs.db"
+    assert RunStatus("r").db_url == "sqlite:////elsewhere/runs.db"
+    recorder = _recorder("fit")
+    assert (recorder.config, recorder.job, recorder.state_key) == ({}, JobSpec(), "RunRecorder")
 
 
 # --- the W&B run ---------------------------------------------------------------------------------------------------
@@ -536,9 +492,9 @@ class _WandbLogger:
         return SimpleNamespace(offline=True, dir="/w/offline-run-1/files", id="abc", path="e/p/abc")
 
 
-@pytest.mark.parametrize(("exception", "exit_code"), [(None, 0), ("interrupted", 0), (RuntimeError("boom"), 1)])
+@pytest.mark.parametrize(("exception", "exit_code"), [(None, 0), (RuntimeError("boom"), 1)])
 def test_the_wandb_run_is_recorded_when_known_and_finished_with_the_runs_exit_code(
-    monkeypatch: pytest.MonkeyPatch, exception: Exception | str | None, exit_code: int
+    monkeypatch: pytest.MonkeyPatch, exception: Exception | None, exit_code: int
 ) -> None:
     import wandb
 
@@ -546,14 +502,13 @@ def test_the_wandb_run_is_recorded_when_known_and_finished_with_the_runs_exit_co
     monkeypatch.setattr(wandb, "run", object())
     monkeypatch.setattr(wandb, "finish", lambda exit_code: finished.append(exit_code))
     trainer, module = Trainer(), Module()
-    recorder = RunRecorder("r", "fit", wandb_logger=_WandbLogger())
+    recorder = _recorder("fit", wandb_logger=_WandbLogger())
     recorder.setup(trainer, module, "fit")
     recorder.on_fit_start(trainer, module)
     assert _run().wandb_id is None  # W&B could not say yet
-    if isinstance(exception, Exception):
+    if exception is not None:
         recorder.on_exception(trainer, module, exception)
-    trainer.interrupted = exception == "interrupted"  # stopped without an exception reaching the recorder
-    recorder.teardown(trainer, module, "fit")
+    recorder.store.finalize("failed" if exception else "success")
     run = _run()
     assert (run.wandb_id, run.wandb_mode, run.wandb_path) == ("abc", "offline", "/w/offline-run-1")
-    assert finished == [exit_code] and recorder.wandb_location == ("offline", "/w/offline-run-1")
+    assert finished == [exit_code] and recorder.store.wandb_location == ("offline", "/w/offline-run-1")

@@ -17,6 +17,7 @@ from ecaplatform.store.database import session_scope, writer_engine
 from ecaplatform.store.schema import Run
 from ecaplatform.training.lightning_cli import main
 from ecaplatform.training.provenance import file_sha256
+from ecaplatform.training.run import CHECKPOINT_KEY
 from tests.conftest import REPO_ROOT
 from tests.training_helpers import csv_epoch_metrics, store_epoch_metrics
 
@@ -129,7 +130,7 @@ def test_a_checkpoint_holding_an_unsafe_run_id_is_refused(tmp_path: Path, capsys
     assert fit() == 0
     [run] = runs_by_age()
     checkpoint = torch.load(run.checkpoint_path, map_location="cpu", weights_only=True)
-    checkpoint["callbacks"]["RunRecorder"]["run_id"] = "../../evil"
+    checkpoint["callbacks"][CHECKPOINT_KEY]["run_id"] = "../../evil"
     crafted = tmp_path / "crafted.ckpt"
     torch.save(checkpoint, crafted)
     capsys.readouterr()

@@ -31,7 +31,7 @@ def _ddp_job(tmp_path: Path) -> Path:
     """A few steps of ECA-ResNet-18 on digits (16 px), as 2 SLURM tasks = 2 DDP ranks on the CPU."""
     config = {
         "seed_everything": 0,
-        "model": {"model_name": "eca_resnet18", "lr": 0.05},
+        "model": {"model_name": "eca_resnet18", "optimizer": {"lr": 0.05}},
         "data": {"class_path": "ecaplatform.datamodules.DigitsDataModule",
                  "init_args": {"batch_size": 90, "image_size": 16}},
         "trainer": {"accelerator": "cpu", "devices": 2, "num_nodes": 1, "strategy": "ddp", "max_epochs": EPOCHS,

@@ -23,6 +23,9 @@ def run_migrations_online() -> None:
         connection=connection,
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things in place
+        # One transaction for every pending migration, SQLite's too (Alembic commits each one on its own there):
+        # a writer racing to migrate a new store must not find it half-way and run a migration twice.
+        transactional_ddl=True,
         compare_type=True,
     )
     with context.begin_transaction():
