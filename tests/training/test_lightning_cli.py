@@ -13,16 +13,11 @@ import yaml
 from ecaplatform.training.lightning_cli import main
 from tests.conftest import REPO_ROOT
 from tests.image_folders import make_imagenet_folder
-from tests.training_helpers import released_style_checkpoint
+from tests.training_helpers import DEMO, QUICK, released_style_checkpoint
 
 pytestmark = pytest.mark.usefixtures("in_tmp_dir")  # runs/<job>/ folders land in the test's own directory
 
 JOBS = REPO_ROOT / "jobs"
-DEMO = JOBS / "demo_cpu.yaml"
-# Small and quick: the demo job's data and model at 16 px, a few batches, no W&B.
-QUICK = ["--data.init_args.image_size", "16", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
-         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-         "--job.wandb_mode", "disabled"]  # fmt: skip
 
 
 def write_config(path: Path, config: dict) -> Path:
@@ -194,6 +189,15 @@ def test_demo_job_trains_saves_checkpoints_and_validates_best(tmp_path: Path, ca
     assert f"checkpoints: {checkpoints}" in out and "best.ckpt (val_top1" in out and "logs (CSVLogger)" in out
     assert main(["validate", "--config", str(DEMO), "--ckpt_path", "best", *QUICK, *root]) == 0
     assert "val_top1" in capsys.readouterr().out
+    # A checkpoint saved with the flat optimizer settings of an older ecaplatform: refused in one line saying what
+    # scores it, and that works.
+    saved = torch.load(checkpoints / "best.ckpt", weights_only=True)
+    saved["hyper_parameters"] = {**saved["hyper_parameters"], "lr": 0.1, "lr_schedule": "cosine"}
+    saved["hyper_parameters"].pop("optimizer")
+    torch.save(saved, old := tmp_path / "old.ckpt")
+    assert main(["validate", "--config", str(DEMO), "--ckpt_path", str(old), *QUICK, *root]) == 1
+    assert f"--model.checkpoint {old} instead" in capsys.readouterr().err
+    assert main(["validate", "--config", str(DEMO), "--model.checkpoint", str(old), *QUICK, *root]) == 0
 
 
 def test_fit_without_checkpointing_runs_and_saves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -17,9 +17,9 @@ from ecaplatform.store.writes import upsert_run
 from ecaplatform.training.integration import tracking_for_run, wandb_mode
 from ecaplatform.training.jobspec import JobSpec
 from ecaplatform.training.provenance import file_sha256
-from tests.conftest import REPO_ROOT
 from tests.training_helpers import (
     CLASSIFIER_EPOCH_METRICS,
+    DEMO,
     TinyClassifier,
     TinyData,
     csv_epoch_metrics,
@@ -28,7 +28,6 @@ from tests.training_helpers import (
     trainer_for,
 )
 
-DEMO = REPO_ROOT / "jobs" / "demo_cpu.yaml"
 # The real ImageClassifier on digits at 16 px, a few batches an epoch, no W&B: seconds per fit.
 QUICK_FIT = ["--data.init_args.image_size", "16", "--trainer.limit_train_batches", "2",
              "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",

@@ -18,15 +18,10 @@ from ecaplatform.store.schema import Run
 from ecaplatform.training.lightning_cli import main
 from ecaplatform.training.provenance import file_sha256
 from ecaplatform.training.run import CHECKPOINT_KEY
-from tests.conftest import REPO_ROOT
-from tests.training_helpers import csv_epoch_metrics, store_epoch_metrics
+from tests.training_helpers import DEMO, QUICK, csv_epoch_metrics, store_epoch_metrics
 
 pytestmark = pytest.mark.usefixtures("in_tmp_dir")  # runs/<job>/ folders land in the test's own directory
 
-DEMO = REPO_ROOT / "jobs" / "demo_cpu.yaml"
-QUICK = ["--data.init_args.image_size", "16", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
-         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-         "--job.wandb_mode", "disabled"]  # fmt: skip
 
 
 def fit(*extra: str, epochs: int = 1) -> int:

@@ -17,11 +17,9 @@ from sqlalchemy import select
 from ecaplatform.store.database import session_scope, writer_engine
 from ecaplatform.store.schema import Run
 from ecaplatform.store.verification import RUNNING, UNVERIFIED, evaluate_claims
-from tests.conftest import REPO_ROOT
 from tests.services import wait_for
-from tests.training_helpers import CLASSIFIER_EPOCH_METRICS, csv_epoch_metrics, store_epoch_metrics
+from tests.training_helpers import CLASSIFIER_EPOCH_METRICS, DEMO, csv_epoch_metrics, store_epoch_metrics
 
-DEMO = REPO_ROOT / "jobs" / "demo_cpu.yaml"
 CLAIM = "eca_resnet18-imagenet-top1"  # the demo trains eca_resnet18
 QUICK = ["--data.init_args.image_size", "16", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
          "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
