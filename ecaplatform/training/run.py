@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from ecaplatform.store import database, verification, writes
+from ecaplatform.store.database import Store
 from ecaplatform.store.schema import Run
 from ecaplatform.training.jobspec import RUN_ID_MAX_CHARS, check_identifier
 
@@ -172,9 +173,9 @@ class RunStatus:
     """The run's status moves, each a committed write of its own. This process moves only a run it queued or
     started, and ends it once: after a failure or a requeue, nothing it does later calls the run a success."""
 
-    def __init__(self, run_id: str, db_url: str | None = None) -> None:
+    def __init__(self, run_id: str, store: Store | None = None) -> None:
         self.run_id = run_id
-        self.db_url = db_url or database.db_url()  # fixed now: the whole run writes to one store
+        self.store = store or Store.from_env()  # fixed now: the whole run writes to one store
         self._engine: Engine | None = None
         self._heartbeat: _Heartbeat | None = None
         self.started = self.ended = False
@@ -182,7 +183,7 @@ class RunStatus:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = database.writer_engine(self.db_url)
+            self._engine = self.store.writer()
         return self._engine
 
     def queued(self, **fields: Any) -> None:
@@ -229,7 +230,7 @@ class RunStatus:
         """End the run if the store still says queued or running after its process exited (it could not record
         its end); False if it did, never started a run, or the store cannot be read (nor is created here)."""
         try:
-            with database.session_scope(database.make_engine(self.db_url, readonly=True)) as session:
+            with database.session_scope(self.store.engine(readonly=True)) as session:
                 run = session.get(Run, self.run_id)
                 if run is None or run.status not in ("queued", "running"):
                     return False

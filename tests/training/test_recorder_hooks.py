@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from sqlalchemy import select
 
-from ecaplatform.store.database import session_scope, writer_engine
+from ecaplatform.store.database import Store, session_scope, writer_engine
 from ecaplatform.store.outcomes import read_outcomes
 from ecaplatform.store.schema import EpochMetric, Result, Run
 from ecaplatform.store.writes import upsert_run
@@ -469,8 +469,8 @@ def test_the_recorder_takes_only_fit_validate_or_test_and_fixes_its_store(monkey
     with pytest.raises(ValueError, match=r"command 'predict': the recorder records one of \['fit', 'test', "):
         _recorder("predict")
     monkeypatch.setenv("ECA_DB_URL", "sqlite:////elsewhere/runs.db")
-    assert RunStatus("r", db_url="sqlite:////given/runs.db").db_url == "sqlite:////given/runs.db"
-    assert RunStatus("r").db_url == "sqlite:////elsewhere/runs.db"
+    assert RunStatus("r", Store.at("sqlite:////given/runs.db")).store.path == Path("/given/runs.db")
+    assert RunStatus("r").store.path == Path("/elsewhere/runs.db")
     recorder = _recorder("fit")
     assert (recorder.config, recorder.job, recorder.state_key) == ({}, JobSpec(), "RunRecorder")
 
