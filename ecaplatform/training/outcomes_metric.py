@@ -50,9 +50,10 @@ class EvalOutcomes(Metric):
         """Put `order`, the dataset indices this rank's loader read, in front of this rank's rows."""
         rows = torch.cat(self.rows) if self.rows else torch.empty((0, 3), dtype=torch.long, device=self.device)
         if order is None or len(order) != len(rows):
-            subset = order is not None and len(rows) < len(order)  # limit_*_batches: expected, no fault
-            log.log(logging.INFO if subset else logging.WARNING, "no per-image outcomes: %d outcomes for %s indices "
-                    "read", len(rows), "unknown" if order is None else len(order))  # fmt: skip
+            if order is not None and len(rows) < len(order):  # limit_*_batches: expected, no fault
+                log.info("no per-image outcomes: %d outcomes for %d indices read (a subset)", len(rows), len(order))
+            else:  # None: the loader cannot say which it read
+                log.warning("no per-image outcomes: %d outcomes for %s indices read", len(rows), order and len(order))
             self.unplaced += 1
             order = [-1] * len(rows)
         self.rows = [torch.cat([torch.tensor(order, dtype=torch.long).to(rows.device)[:, None], rows], dim=1)]

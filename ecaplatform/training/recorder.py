@@ -90,11 +90,6 @@ class RunRecorder(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"run_id": self.status.run_id}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        stored = state_dict.get("run_id")
-        if stored and stored != self.status.run_id:
-            log.info("checkpoint was written by run %s; recording this resume as run %s", stored, self.status.run_id)
-
     def _model_name(self, pl_module: pl.LightningModule) -> str:
         hparams = getattr(pl_module, "hparams", {}) or {}
         name = hparams.get("model_name") or find(self.config, "model", "model_name")

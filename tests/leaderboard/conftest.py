@@ -10,7 +10,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -74,9 +73,10 @@ def take_screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def serve_board(tmp_path: Path) -> Callable[[Callable[[Engine], None]], AbstractContextManager[str]]:
-    """serve_board(fill): the server on a new store that `fill` writes, as a context giving its base URL."""
-    return lambda fill: serve_leaderboard(tmp_path, fill)
+def board_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The server's base URL, on a new store that the test's indirect parameter (a function) fills."""
+    with serve_leaderboard(tmp_path, request.param) as base_url:
+        yield base_url
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ Screenshots are kept in artifacts/ (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
@@ -29,25 +28,10 @@ def _typical_runs(engine: Engine) -> None:
     )
 
 
-@pytest.fixture
-def leaderboard_server(serve_board) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """`eca leaderboard --port N` on a store with a verifying run, a subset run and a run in progress."""
-    with serve_board(_typical_runs) as base_url:
-        yield base_url
-
-
-@pytest.fixture
-def hostile_leaderboard_server(serve_board) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """The server on a store whose run ids, job and model names, errors, W&B paths and claim labels hold HTML."""
-    with serve_board(add_hostile_runs) as base_url:
-        yield base_url
-
-
-
-
-def test_claims_page_in_a_real_browser_then_the_evidence_run(leaderboard_server: str, browser_page, screenshot) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("board_url", [_typical_runs], indirect=True)
+def test_claims_page_in_a_real_browser_then_the_evidence_run(board_url: str, browser_page, screenshot) -> None:  # type: ignore[no-untyped-def]
     page = browser_page
-    page.goto(leaderboard_server, wait_until="domcontentloaded")
+    page.goto(board_url, wait_until="domcontentloaded")
     claims_table = page.locator("table.eca").first
     claims_table.wait_for(timeout=60_000)
 
@@ -80,15 +64,16 @@ def test_claims_page_in_a_real_browser_then_the_evidence_run(leaderboard_server:
     page.wait_for_timeout(1000)  # let the charts finish their first paint before the screenshot
     screenshot(page, "leaderboard_run.png")
 
-    page.goto(f"{leaderboard_server}/compare", wait_until="domcontentloaded")
+    page.goto(f"{board_url}/compare", wait_until="domcontentloaded")
     page.get_by_text("ECA-Net against its baselines").wait_for(timeout=60_000)
     page.locator("canvas, svg.marks").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1000)
     screenshot(page, "leaderboard_compare.png")
 
 
+@pytest.mark.parametrize("board_url", [add_hostile_runs], indirect=True)
 def test_html_in_the_store_stays_text_in_a_real_browser(  # type: ignore[no-untyped-def]
-    hostile_leaderboard_server: str, browser_page, screenshot
+    board_url: str, browser_page, screenshot
 ) -> None:
     page = browser_page
     dialogs: list[str] = []
@@ -96,7 +81,7 @@ def test_html_in_the_store_stays_text_in_a_real_browser(  # type: ignore[no-unty
     pages = {"": "table.eca", "runs": "canvas", "compare": "table.eca"}
     pages |= {f"run?run={quote(run_id, safe='')}": "table.eca" for run_id in HOSTILE_RUN_IDS}
     for path, ready in pages.items():
-        page.goto(f"{hostile_leaderboard_server}/{path}", wait_until="domcontentloaded")
+        page.goto(f"{board_url}/{path}", wait_until="domcontentloaded")
         page.locator(ready).first.wait_for(timeout=60_000)
         page.wait_for_timeout(1500)  # an injected <img src=x> would have failed to load and fired onerror by now
         assert page.locator("img[src='x']").count() == 0, f"/{path}: an <img src=x> from the store is in the DOM"

@@ -5,8 +5,6 @@ The screenshot is kept in artifacts/ (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import Engine
 
@@ -26,15 +24,10 @@ def _paired_runs(engine: Engine) -> None:
     add_runs(engine, [RunSpec(id="r50-cbam", model="cbam_resnet50", top1=77.30)])  # recorded without outcomes
 
 
-@pytest.fixture
-def paired_server(serve_board) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    with serve_board(_paired_runs) as base_url:
-        yield base_url
-
-
-def test_compare_page_shows_paired_comparisons_and_class_plots(paired_server: str, browser_page, screenshot) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("board_url", [_paired_runs], indirect=True)
+def test_compare_page_shows_paired_comparisons_and_class_plots(board_url: str, browser_page, screenshot) -> None:  # type: ignore[no-untyped-def]
     page = browser_page
-    page.goto(f"{paired_server}/compare", wait_until="domcontentloaded")
+    page.goto(f"{board_url}/compare", wait_until="domcontentloaded")
     page.get_by_text("Paired, image by image").first.wait_for(timeout=60_000)
     table = page.locator("table.eca", has_text="McNemar p")
     assert table.count() == 1
@@ -60,15 +53,10 @@ def _seed_runs(engine: Engine) -> None:
     add_seed_runs(engine, SEED_TOP1)
 
 
-@pytest.fixture
-def seed_server(serve_board) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    with serve_board(_seed_runs) as base_url:
-        yield base_url
-
-
-def test_claims_page_shows_the_seed_spread_beside_the_best_value(seed_server: str, browser_page, screenshot) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("board_url", [_seed_runs], indirect=True)
+def test_claims_page_shows_the_seed_spread_beside_the_best_value(board_url: str, browser_page, screenshot) -> None:  # type: ignore[no-untyped-def]
     page = browser_page
-    page.goto(seed_server, wait_until="domcontentloaded")
+    page.goto(board_url, wait_until="domcontentloaded")
     page.get_by_text("ECA-Net (ResNet-50)").first.wait_for(timeout=60_000)
     row = page.locator("table.eca tbody tr", has_text="ECA-Net (ResNet-50)").first.inner_text()
     assert "77.61" in row and "best of 3 seeds: 77.42 ± 0.17" in row, row

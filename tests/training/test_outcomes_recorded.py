@@ -21,7 +21,7 @@ from ecaplatform.store.schema import Result, Run
 from ecaplatform.training.integration import tracking_for_run
 from ecaplatform.training.jobspec import JobSpec
 from ecaplatform.training.lightning_cli import main
-from ecaplatform.training.outcomes_metric import EvalOutcomes
+from ecaplatform.training.outcomes_metric import EvalOutcomes, loader_order
 from ecaplatform.training.recorder import whole_split_outcomes
 from tests.training_helpers import (
     DEMO,
@@ -205,6 +205,7 @@ def test_gather_places_an_uneven_split_in_dataset_order(world: int) -> None:
 def test_gather_refuses_indices_that_are_not_each_sample_once() -> None:
     target, right = np.arange(5) % 4, np.ones(5, dtype=bool)
     assert gathered([[0, 2, 4], [1, 3]], target, target, right) is not None
+    assert gathered([[0, 2, 4], [1, 3], []], target, target, right) is not None  # a rank that had no image to read
     padded_sampler = [[0, 2, 4], [1, 3, 0]]  # a padding DistributedSampler repeats image 0 on the last rank
     assert gathered(padded_sampler, target, target, right) is None
     assert gathered([[0, 2, 4], None], target, target, right, rows=[[0, 2, 4], [1, 3]]) is None  # cannot say
@@ -220,6 +221,8 @@ def test_loaders_say_which_samples_they_read_and_in_which_order() -> None:
     # A random order changes between passes: the listed pass would not be the pass that ran.
     assert sample_order(DataLoader(data, batch_size=4, sampler=RandomSampler(data))) is None
     assert sample_order([(torch.zeros(2, 1), torch.zeros(2))]) is None  # a plain iterable of batches
+    assert loader_order([loader]) == loader_order(loader) == list(range(1, 11, 2))  # Lightning's list of one
+    assert loader_order([loader, loader]) is None and loader_order({"a": loader}) is None and loader_order(None) is None
 
 
 def test_the_dali_loader_says_its_order_as_its_batches_read_it() -> None:

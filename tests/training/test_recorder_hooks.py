@@ -124,20 +124,22 @@ def test_a_validate_run_records_its_provenance_and_its_whole_result(
     weights.write_bytes(b"weights")
     config = {"model": {"init_args": {"model_name": "from-config"}}, "seed": 3}
     metrics = {**_metrics("val", samples=3.6), "val_nan": float("nan"), "text": "not a number"}
-    _evaluate("validate", Trainer(metrics=metrics), config=config, job=JobSpec(name="verify-r18"),
-              evaluated=str(weights))  # fmt: skip
-    assert capsys.readouterr().out == "eca validate: recording run r\n"
+    trainer = Trainer(metrics=metrics, world=4)
+    trainer.num_nodes = 2  # rank 0's id on every rank: "r@0"
+    claim = "eca_resnet18-imagenet-top1"
+    _evaluate("validate", trainer, config=config, job=JobSpec(name="verify-r18", claim=claim), evaluated=str(weights))
+    assert capsys.readouterr().out == "eca validate: recording run r@0 (node 0 of 2)\n"
 
-    run = _run()
+    run = _run("r@0")
     assert run is not None
     assert (run.status, run.error, run.command, run.job_name) == ("succeeded", None, "validate", "verify-r18")
     assert (run.model_name, run.dataset_name, run.accelerator) == ("eca_resnet18", "digits-module", "cpu")
-    assert (run.num_nodes, run.world_size, run.host) == (1, 1, provenance.hostname())
+    assert (run.num_nodes, run.world_size, run.host, run.claim_id) == (2, 4, provenance.hostname(), claim)
     assert run.config == config and run.config_hash == provenance.config_hash(config)
-    assert run.versions == provenance.library_versions() and run.git_commit == provenance.git_state()[0]
+    assert run.versions == provenance.library_versions() and (run.git_commit, run.git_dirty) == provenance.git_state()
     assert run.checkpoint_path == str(weights.resolve())
     assert run.checkpoint_sha256 == hashlib.sha256(b"weights").hexdigest()
-    [result] = _results()
+    [result] = _results("r@0")
     assert (result.model_name, result.dataset, result.split, result.pipeline) == (
         "eca_resnet18", "digits", "val", "torchvision")
     assert (result.top1, result.top5, result.loss, result.samples_evaluated) == (75.0, 100.0, 0.5, 4)
@@ -512,3 +514,12 @@ def test_the_wandb_run_is_recorded_when_known_and_finished_with_the_runs_exit_co
     run = _run()
     assert (run.wandb_id, run.wandb_mode, run.wandb_path) == ("abc", "offline", "/w/offline-run-1")
     assert finished == [exit_code] and recorder.store.wandb_location == ("offline", "/w/offline-run-1")
+
+
+def test_a_queued_run_whose_process_ended_unrecorded_is_ended_once() -> None:
+    RunStatus("q").queued(job_name="j", command="fit", model_name="m", config={}, slurm_job_id="7")
+    assert (_run("q").status, _run("q").slurm_job_id) == ("queued", "7")
+    assert RunStatus("q").end_unfinished("failed", "exited with code 1") is True  # eca submit, after its child
+    assert (_run("q").status, _run("q").error) == ("failed", "exited with code 1")
+    assert RunStatus("q").end_unfinished("interrupted", "again") is False and _run("q").status == "failed"
+    assert RunStatus("never").end_unfinished("failed", "x") is False and _run("never") is None
