@@ -176,7 +176,7 @@ def gathered(per_rank: list[list[int] | None], target: np.ndarray, predicted: np
         logits[torch.arange(len(read)), target[read]] = torch.tensor(np.where(top5[read], 5.0, -5.0)).float()
         logits[torch.arange(len(read)), predicted[read]] = 10.0
         metric = EvalOutcomes()
-        for batch in torch.arange(len(read)).split(2):
+        for batch in torch.arange(len(read)).split(2) if read else ():  # a rank with no image runs no batch
             metric.update(logits[batch], torch.as_tensor(target[read])[batch])
         metric.place(indices)
         ranks.append(metric)

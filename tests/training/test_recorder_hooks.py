@@ -300,12 +300,13 @@ def test_other_ranks_record_nothing_and_take_rank_zeros_run_id() -> None:
 
 
 def test_the_node_line_is_printed_by_each_nodes_first_process(capsys: pytest.CaptureFixture[str]) -> None:
+    _recorder("validate").setup(Trainer(), Module(), "validate")  # one node: no node to name
     trainer = Trainer()
     trainer.num_nodes, trainer.node_rank = 2, 1
     _recorder("validate").setup(trainer, Module(), "validate")
     trainer.local_rank = 1
     _recorder("validate").setup(trainer, Module(), "validate")
-    assert capsys.readouterr().out == "eca validate: recording run r (node 1 of 2)\n"
+    assert capsys.readouterr().out == "eca validate: recording run r\neca validate: recording run r (node 1 of 2)\n"
 
 
 # --- what a result is made of --------------------------------------------------------------------------------------
@@ -516,10 +517,17 @@ def test_the_wandb_run_is_recorded_when_known_and_finished_with_the_runs_exit_co
     assert finished == [exit_code] and recorder.store.wandb_location == ("offline", "/w/offline-run-1")
 
 
-def test_a_queued_run_whose_process_ended_unrecorded_is_ended_once() -> None:
+def test_a_queued_or_running_run_whose_process_ended_unrecorded_is_ended_once() -> None:
     RunStatus("q").queued(job_name="j", command="fit", model_name="m", config={}, slurm_job_id="7")
     assert (_run("q").status, _run("q").slurm_job_id) == ("queued", "7")
+    assert RunStatus("q").end("failed") is False  # not this process's run: it neither queued nor started it
     assert RunStatus("q").end_unfinished("failed", "exited with code 1") is True  # eca submit, after its child
     assert (_run("q").status, _run("q").error) == ("failed", "exited with code 1")
     assert RunStatus("q").end_unfinished("interrupted", "again") is False and _run("q").status == "failed"
     assert RunStatus("never").end_unfinished("failed", "x") is False and _run("never") is None
+    running, queued = RunStatus("r"), RunStatus("s")
+    running.start(job_name="j", command="fit", model_name="m", config={})
+    running.stop_heartbeat()
+    assert RunStatus("r").end_unfinished("failed", "killed") is True and _run("r").status == "failed"
+    queued.queued(job_name="j", command="fit", model_name="m", config={})
+    assert queued.end("failed", "sbatch failed") is True and _run("s").error == "sbatch failed"  # its own queued run
