@@ -350,7 +350,7 @@ def test_the_store_password_is_never_in_the_sbatch_script_or_the_dry_run(
 
     path = _write(tmp_path)
     local_store = os.environ["ECA_DB_URL"]  # the queued record goes here; the job gets the URL as it was given
-    monkeypatch.setattr(store, "writer_engine", lambda url=None: store.make_engine(local_store, readonly=False))
+    monkeypatch.setattr(store.Store, "writer", lambda self: store.make_engine(local_store, readonly=False))
     store.ensure_schema(store.make_engine(local_store))
     monkeypatch.setenv("ECA_DB_URL", secret_url)
 
