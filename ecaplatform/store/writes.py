@@ -66,9 +66,14 @@ def finish_run(engine: Engine, run_id: str, status: str, error: str | None = Non
             raise LookupError(f"run {run_id!r} is not in the store {engine.url}")
 
 
+def _finite(metrics: Mapping[str, float | None]) -> dict[str, float]:
+    """The values that are numbers: a missing (None), NaN or infinite metric is left out, never stored."""
+    return {name: float(v) for name, v in metrics.items() if v is not None and math.isfinite(float(v))}
+
+
 def record_epoch_metrics(engine: Engine, run_id: str, epoch: int, step: int, metrics: Mapping[str, float]) -> int:
     """Upsert one epoch's scalars on (run, epoch, name) and keep Run.best_top1; returns how many were written."""
-    values = {name: float(v) for name, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    values = _finite(metrics)
     if not values:
         return 0
     rows = [{"run_id": run_id, "epoch": epoch, "step": step, "name": name, "value": v} for name, v in values.items()]
@@ -104,8 +109,7 @@ def add_result(
     the input pipeline that produced its batches (ecaplatform.store.pipelines.PIPELINES); None when the data module
     does not say. `outcomes`, the per-image outcomes, are stored with it in the same transaction once they agree
     with the result to the image (OutcomesError otherwise, and nothing is stored)."""
-    values = {name: float(v) for name, v in {"top1": top1, "top5": top5, **(metrics or {})}.items()
-              if v is not None and math.isfinite(float(v))}  # fmt: skip
+    values = _finite({"top1": top1, "top5": top5, **(metrics or {})})
     if outcomes is not None:
         outcomes.check_against(values.get("top1"), values.get("top5"), int(samples_evaluated))
     with session_scope(engine) as session:
