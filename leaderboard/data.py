@@ -50,5 +50,13 @@ def run_detail(store: Store, run_id: str) -> queries.RunDetail | None:
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def reproductions(store: Store, claim_id: str | None = None, other_datasets: bool = False) -> pd.DataFrame:
+    """The runs that tried the paper's claims (one claim's with `claim_id`; every run with `other_datasets`)."""
+    claims = [row.claim for row in claims_board(store).rows]
+    claim = next((c for c in claims if c.id == claim_id), None)
+    return queries.reproductions(engine_for(store), claims, claim=claim, other_datasets=other_datasets)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def compare_frame(store: Store) -> pd.DataFrame:
     return queries.compare_frame(claims_board(store))

@@ -1,5 +1,5 @@
 """Read-only queries for the Compare page's paired comparisons: ECA-Net against each baseline of its backbone, image by
-image, on a data set both were evaluated on with per-image outcomes.
+image, on the claims' data set and split (never another: a CPU demo on digits is no ImageNet comparison).
 
 Like `leaderboard.queries`, nothing here imports Streamlit (the page adds the caching) and the statistics come from
 `ecaplatform.store.comparison`, the same code as `eca compare`: the page and the command show the same numbers.
@@ -19,7 +19,6 @@ from ecaplatform.store.database import has_tables
 from ecaplatform.store.schema import Result, ResultOutcome, Run
 
 CLASSES_SHOWN = 10  # per-class plot: the classes where the two differ most
-PREFERRED_DATASET = "imagenet"  # the paper's numbers are ImageNet val: compare there when both were evaluated there
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,7 @@ class PairedEntry:
 
     baseline_model: str
     eca_model: str
+    dataset: str  # and split, "imagenet/val": the claims' (the only images compared)
     comparison: ResultComparison | None
     missing: str | None  # why there is no comparison (None when there is one)
 
@@ -62,33 +62,33 @@ def _candidates(session: Session, models: Iterable[str]) -> dict[str, list[_Cand
     return found
 
 
-def _preference(images: tuple[Any, ...]) -> tuple[bool, int]:
-    dataset, _, num_samples, _ = images
-    return dataset == PREFERRED_DATASET, num_samples if isinstance(num_samples, int) else 0
-
-
-def _pair(session: Session, baseline: str, eca: str, found: dict[str, list[_Candidate]], seed: int) -> PairedEntry:
+def _pair(session: Session, pair: tuple[str, str, str, str], found: dict[str, list[_Candidate]],
+          seed: int) -> PairedEntry:  # fmt: skip
+    baseline, eca, dataset, split = pair
+    where = f"{dataset}/{split}"
+    on_it = {model: [c for c in found.get(model, []) if c.images[:2] == (dataset, split)] for model in (eca, baseline)}
     for model in (eca, baseline):  # ECA-Net first: one reason shared by all of the backbone's pairs
-        if not found.get(model):
-            return PairedEntry(baseline, eca, None, f"no result with per-image outcomes for {model}")
-    newest_a = {c.images: c for c in reversed(found[baseline])}  # reversed: the newest wins per data set
-    newest_b = {c.images: c for c in reversed(found[eca])}
-    shared = sorted(set(newest_a) & set(newest_b), key=_preference, reverse=True)
+        if not on_it[model]:
+            return PairedEntry(baseline, eca, where, None, f"no result with per-image outcomes for {model} on {where}")
+    newest_a = {c.images: c for c in reversed(on_it[baseline])}  # reversed: the newest wins per set of images
+    newest_b = {c.images: c for c in reversed(on_it[eca])}
+    shared = sorted(set(newest_a) & set(newest_b), key=lambda images: images[2] or 0, reverse=True)  # most images
     if not shared:
-        return PairedEntry(baseline, eca, None, "their results with per-image outcomes are on different data sets")
+        return PairedEntry(baseline, eca, where, None, f"their results on {where} are on different images")
     a, b = newest_a[shared[0]], newest_b[shared[0]]
     try:
         comparison = compare_results(session, a.result_id, b.result_id, seed=seed, classes=CLASSES_SHOWN)
     except ComparisonError as problem:  # e.g. the same fingerprint but different true classes: say so
-        return PairedEntry(baseline, eca, None, str(problem))
-    return PairedEntry(baseline, eca, comparison, None)
+        return PairedEntry(baseline, eca, where, None, str(problem))
+    return PairedEntry(baseline, eca, where, comparison, None)
 
 
-def paired_comparisons(engine: Engine | None, pairs: Sequence[tuple[str, str]], seed: int = 0) -> list[PairedEntry]:
-    """For each (baseline model, ECA model): ECA-Net minus the baseline on the best data set both were evaluated on
-    with per-image outcomes (ImageNet first, then the most images; the newest result of each there)."""
+def paired_comparisons(engine: Engine | None, pairs: Sequence[tuple[str, str, str, str]],
+                       seed: int = 0) -> list[PairedEntry]:  # fmt: skip
+    """For each (baseline model, ECA model, data set, split) of a claim: ECA-Net minus the baseline on that data set
+    and split only, the newest result of each with per-image outcomes there (the most images first)."""
     if engine is None or not has_tables(engine):
-        return [PairedEntry(a, b, None, "no run store yet") for a, b in pairs]
+        return [PairedEntry(a, b, f"{d}/{s}", None, "no run store yet") for a, b, d, s in pairs]
     with Session(engine) as session:
-        found = _candidates(session, [model for pair in pairs for model in pair])
-        return [_pair(session, baseline, eca, found, seed) for baseline, eca in pairs]
+        found = _candidates(session, [model for pair in pairs for model in pair[:2]])
+        return [_pair(session, pair, found, seed) for pair in pairs]

@@ -20,13 +20,12 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from ecaplatform.store.board import BoardRow
+from ecaplatform.store.board import BoardRow, dataset_name, decimals, metric_name
 from ecaplatform.store.verification import LOST, NOT_REPRODUCED, RUNNING, UNVERIFIED, VERIFIED
 
 RUN_PAGE = "run"  # the Run page's url_path (see app.py)
 
-METRIC_LABELS = {"top1": "Top-1 Accuracy", "top5": "Top-5 Accuracy"}
-DATASET_LABELS = {"imagenet": "ImageNet"}
+SHORT_ID = 14  # longer run ids show as head…tail, the whole id on hover (and in the link)
 # Claim statuses and run statuses share the badge colours: green good, red bad, blue in progress, grey nothing yet;
 # orange for a lost run (stored as running, its process stopped reporting: killed, out of memory, a lost node).
 STATUS_CLASSES = {
@@ -45,9 +44,10 @@ STATUS_CLASSES = {
 STYLE = """
 <style>
 table.eca { border-collapse: collapse; width: 100%; font-size: 0.92rem; }
-table.eca th { text-align: left; font-weight: 600; padding: 0.45rem 0.6rem; border-bottom: 2px solid #d0d4dc;
-  white-space: nowrap; }
-table.eca td { padding: 0.45rem 0.6rem; border-bottom: 1px solid #eceef2; vertical-align: top; white-space: nowrap; }
+table.eca th { text-align: left; font-weight: 600; padding: 0.4rem 0.45rem; border-bottom: 2px solid #d0d4dc;
+  vertical-align: bottom; }
+table.eca td { padding: 0.4rem 0.45rem; border-bottom: 1px solid #eceef2; vertical-align: top; white-space: nowrap; }
+table.eca td.wrap { white-space: normal; min-width: 12rem; }
 table.eca td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 table.eca tr:hover td { background: #f7f8fa; }
 table.eca .note { color: #6b7280; font-size: 0.82rem; white-space: normal; }
@@ -65,6 +65,8 @@ table.eca code { font-size: 0.85rem; }
 .eca-status.lost { background: #ffedd5; color: #9a3412; }
 h3.eca-run-heading { font-size: 1.5rem; font-weight: 600; margin: 0.2rem 0 0.4rem 0; overflow-wrap: anywhere; }
 p.eca-run-summary { margin: 0 0 0.6rem 0; overflow-wrap: anywhere; }
+.eca-badge { display: inline-block; padding: 0.1rem 0.55rem; border-radius: 0.8rem; font-size: 0.8rem;
+  background: #eef2ff; color: #3730a3; font-weight: 600; margin-right: 0.3rem; }
 .delta-pos { color: #166534; }
 .delta-neg { color: #991b1b; }
 </style>
@@ -110,10 +112,28 @@ def run_href(run_id: str) -> str:
     return f"{RUN_PAGE}?run={quote(run_id, safe='')}"
 
 
+def short_id(run_id: str) -> str:
+    """`20261126-013012-1a2b3c4d` as `20261126-…3c4d`: tables stay narrow; the link and its hover keep the id."""
+    return run_id if len(run_id) <= SHORT_ID else f"{run_id[:9]}…{run_id[-4:]}"
+
+
 def run_link(run_id: str | None) -> str:
     if not run_id:
         return "&ndash;"
-    return f'<a href="{escape(run_href(run_id))}" target="_self"><code>{escape(run_id)}</code></a>'
+    return (f'<a href="{escape(run_href(run_id))}" target="_self" title="{escape(run_id)}">'
+            f"<code>{escape(short_id(run_id))}</code></a>")  # fmt: skip
+
+
+def claim_href(claim_id: str) -> str:
+    """A link to the claim's Reproduce page."""
+    return f"reproduce?claim={quote(claim_id, safe='')}"
+
+
+def fmt_time(moment: Any) -> str:
+    """A time to the second, in UTC (the store writes UTC): `2026-11-20 08:00:00 UTC`; a dash for none."""
+    if moment is None or (isinstance(moment, float) and math.isnan(moment)) or moment is pd.NaT:
+        return "-"
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def status_badge(status: str) -> str:
@@ -121,15 +141,15 @@ def status_badge(status: str) -> str:
     return f'<span class="eca-status {css}">{escape(str(status))}</span>'
 
 
-def fmt_percent(value: float | None) -> str:
-    return "&ndash;" if value is None else f"{value:.2f}"
+def fmt_percent(value: float | None, digits: int = 2) -> str:
+    return "&ndash;" if value is None else f"{value:.{digits}f}"
 
 
-def fmt_delta(value: float | None) -> str:
+def fmt_delta(value: float | None, digits: int = 2) -> str:
     if value is None:
         return "&ndash;"
     css = "delta-pos" if value >= 0 else "delta-neg"
-    return f'<span class="{css}">{value:+.2f}</span>'
+    return f'<span class="{css}">{value:+.{digits}f}</span>'
 
 
 def fmt_count(value: int | None, of: int | None = None) -> str:
@@ -138,28 +158,32 @@ def fmt_count(value: int | None, of: int | None = None) -> str:
     return f"{value:,} / {of:,}" if of else f"{value:,}"
 
 
-def table_html(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = ()) -> str:
-    """A table from already-escaped cell HTML; columns listed in `numeric` are right-aligned."""
+def table_html(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = (),
+               wrap: Sequence[int] = ()) -> str:  # fmt: skip
+    """A table from already-escaped cell HTML; columns listed in `numeric` are right-aligned, those in `wrap` may
+    wrap their text (every other cell stays on one line)."""
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    css = {**{i: ' class="num"' for i in numeric}, **{i: ' class="wrap"' for i in wrap}}
     body = []
     for row in rows:
-        cells = "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(row))
+        cells = "".join(f"<td{css.get(i, '')}>{c}</td>" for i, c in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
     return f'<table class="eca"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-CLAIM_HEADERS = ("Dataset", "Model", "Metric", "Claimed", "Verified", "Δ", "Status", "Samples evaluated", "Evidence")
+CLAIM_HEADERS = ("Model", "Dataset", "Metric", "Claimed", "Verified", "Δ", "Status", "Samples evaluated", "Evidence")
 
 
 def claim_cells(row: BoardRow) -> list[str]:
-    claim = row.claim
+    """The claim's model links to its Reproduce page (the commands that verify it)."""
+    claim, digits = row.claim, decimals(row.claim.metric)  # AP with one decimal, as Tables 5 and 6
     return [
-        escape(DATASET_LABELS.get(claim.dataset, claim.dataset)),
-        escape(claim.label),
-        escape(METRIC_LABELS.get(claim.metric, claim.metric)),
-        fmt_percent(claim.claimed),
-        fmt_percent(row.verified_value),
-        fmt_delta(row.delta),
+        f'<a href="{escape(claim_href(claim.id))}" target="_self">{escape(claim.label)}</a>',
+        escape(f"{dataset_name(claim.dataset)} {claim.split}"),
+        escape(metric_name(claim.metric)),
+        fmt_percent(claim.claimed, digits),
+        fmt_percent(row.verified_value, digits),
+        fmt_delta(row.delta, digits),
         status_badge(row.status),
         fmt_count(row.samples_evaluated, claim.expected_samples if row.samples_evaluated is not None else None),
         run_link(row.evidence_run_id),
@@ -171,7 +195,8 @@ def claim_note(row: BoardRow) -> str | None:
     if row.best_other_value is None or row.status == VERIFIED:
         return None
     return (
-        f"&#8627; best non-qualifying result: {row.best_other_value:.2f} in {run_link(row.best_other_run_id)}, "
+        f"&#8627; best non-qualifying result: {row.best_other_value:.{decimals(row.claim.metric)}f} in "
+        f"{run_link(row.best_other_run_id)}, "
         f"not evidence: {escape(row.best_other_reason or 'it does not qualify')}"
     )
 
@@ -195,3 +220,26 @@ def fmt_duration(seconds: float | None) -> str:
     if hours:
         return f"{hours}h {minutes:02d}m"
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def reproductions_html(runs: pd.DataFrame) -> str:
+    """The runs that tried a claim (queries.reproductions): newest first, who and where, what, the result, and
+    whether it counts and why not."""
+    rows = []
+    for r in runs.itertuples():
+        where = " · ".join(filter(None, [r.host, f"SLURM {r.slurm_job_id}" if r.slurm_job_id else ""])) or "-"
+        seed = "" if r.seed is None or r.seed != r.seed else f", seed {r.seed}"
+        value = "&ndash;" if r.value is None or r.value != r.value \
+            else f"{r.value:.{decimals(r.metric)}f} {escape(metric_name(r.metric))}"  # fmt: skip
+        counts = f'<span class="eca-status {"verified" if r.counts else "unverified"}">{"counts" if r.counts else "no"}'
+        rows.append([
+            f'{run_link(r.id)}<div class="note">{escape(fmt_time(r.created_at))}</div>',
+            status_badge(r.status),
+            escape(where),
+            f"<code>{escape(r.model)}</code><div class=\"note\">{escape(f'{r.job} ({r.command}{seed})')}</div>",
+            escape(dataset_name(r.dataset) if r.dataset else "?") + f'<div class="note">{escape(r.pipeline)}</div>',
+            value,
+            f'{counts}</span> <span class="note">{escape(r.why.removeprefix("counts: "))}</span>',
+        ])  # fmt: skip
+    headers = ("Run (UTC)", "Status", "Where", "Model and job", "Data, pipeline", "Result", "Counts for a claim?")
+    return table_html(headers, rows, numeric=(5,), wrap=(6,))

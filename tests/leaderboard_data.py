@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
@@ -38,6 +38,15 @@ def imagenet_val_fingerprint(num_samples: int = IMAGENET_VAL_SIZE) -> dict:
     }
 
 
+COCO_VAL_SIZE = 5_000
+
+
+def coco_val_fingerprint(num_samples: int = COCO_VAL_SIZE) -> dict:
+    """What the COCO data module reports for val2017: its split's role (val), the folder, 80 categories."""
+    return {"dataset": "coco2017", "split": "val", "folder": "val2017", "num_samples": num_samples, "num_classes": 80,
+            "hash": f"{num_samples:064x}"}  # fmt: skip
+
+
 def create_store(url: str, *, with_claims: bool = True) -> Engine:
     """A writable engine on a new store with every table, and the paper's claims loaded from claims/eca_net.yaml."""
     engine = Store.at(url).engine()
@@ -57,7 +66,7 @@ class RunSpec:
     status: str = "succeeded"
     job: str = "verify-eca_resnet50"
     command: str = "validate"
-    dataset: str = "imagenet"
+    dataset: str | None = "imagenet"  # None: not recorded yet (a queued SLURM job)
     top1: float | None = None
     top5: float | None = None
     samples_evaluated: int = IMAGENET_VAL_SIZE
@@ -70,6 +79,7 @@ class RunSpec:
     wandb_path: str | None = None
     wandb_mode: str | None = "offline"
     heartbeat: datetime | None = None  # a queued or running run beats now unless given (an old beat: lost)
+    metrics: dict | None = None  # a result's metrics other than top-1/top-5 (COCO: box_ap, mask_ap, ...)
 
 
 def curve_values(epochs: int, final_top1: float) -> list[dict[str, float]]:
@@ -113,7 +123,7 @@ def run_rows(spec: RunSpec) -> list[object]:
         world_size=1,
         wandb_path=spec.wandb_path,
         wandb_mode=spec.wandb_mode,
-        best_top1=spec.top1,
+        best_top1=spec.top1 if spec.command == "fit" else None,  # a validate run logs no epochs
     )
     if spec.heartbeat is not None:
         run.heartbeat_at = spec.heartbeat
@@ -124,20 +134,20 @@ def run_rows(spec: RunSpec) -> list[object]:
     for epoch, metrics in enumerate(curve_values(spec.epochs, final_top1)):
         for name, value in metrics.items():
             rows.append(EpochMetric(run_id=spec.id, epoch=epoch, step=(epoch + 1) * 100, name=name, value=value))
-    if spec.top1 is not None:
+    fingerprints = {"imagenet": imagenet_val_fingerprint, "coco2017": coco_val_fingerprint}
+    if spec.top1 is not None or spec.metrics:
         rows.append(
             Result(
                 run_id=spec.id,
                 model_name=spec.model,
                 dataset=spec.dataset,
                 split="val",
-                metrics={name: v for name, v in (("top1", spec.top1), ("top5", spec.top5)) if v is not None},
+                metrics=spec.metrics or {n: v for n, v in (("top1", spec.top1), ("top5", spec.top5)) if v is not None},
                 top1=spec.top1,
                 top5=spec.top5,
                 loss=1.0,
                 samples_evaluated=spec.samples_evaluated,
-                fingerprint=imagenet_val_fingerprint(spec.split_size)
-                if spec.dataset == "imagenet"
+                fingerprint=fingerprints[spec.dataset](spec.split_size) if spec.dataset in fingerprints
                 else {"dataset": spec.dataset, "split": "val", "num_samples": spec.split_size, "num_classes": 10},
                 created_at=ended or spec.started,
             )
@@ -207,13 +217,17 @@ def html_tables(at: AppTest) -> list[list[dict[str, tuple[str, list[str]]]]]:
     return tables
 
 
+# The keys the tests name claims by (written before the Metric column said `top-1`).
+METRIC_KEYS = {"top-1": "Top-1 Accuracy", "top-5": "Top-5 Accuracy"}
+
+
 def claim_rows(at: AppTest) -> dict[str, dict[str, tuple[str, list[str]]]]:
     """The claims tables keyed by "Model/Metric" (e.g. "ECA-Net (ResNet-50)/Top-1 Accuracy"), in page order."""
     rows = {}
     for table in html_tables(at):
         for row in table:
             if "Claimed" in row:
-                rows[f"{row['Model'][0]}/{row['Metric'][0]}"] = row
+                rows[f"{row['Model'][0]}/{METRIC_KEYS.get(row['Metric'][0], row['Metric'][0])}"] = row
     return rows
 
 
@@ -246,8 +260,6 @@ def add_hostile_runs(engine: Engine) -> None:
     """Three runs whose every text field is hostile, reaching every page: the evidence of the ResNet-50 top-1
     claim (claims, compare and run pages), a subset result shown as a claim's note, and a failed run of a
     hostile model with an error, W&B path, config and versions. Two claims get hostile labels and groups."""
-    from sqlalchemy import update
-
     from ecaplatform.store.schema import Claim
 
     evidence, subset, failed = HOSTILE_RUN_IDS
@@ -329,7 +341,7 @@ def add_outcome_run(engine: Engine, run_id: str, model: str, outcomes: Outcomes,
     carries `outcomes`; `spec` overrides RunSpec fields. Returns the result's id."""
     n = outcomes.num_samples
     fields = dict(top1=outcomes.top1_percent, top5=outcomes.top5_percent, samples_evaluated=n, split_size=n)
-    rows = run_rows(RunSpec(id=run_id, model=model, job=f"verify-{model}", **{**fields, **spec}))
+    rows = run_rows(RunSpec(id=run_id, model=model, **{"job": f"verify-{model}", **fields, **spec}))  # type: ignore[arg-type]
     with session_scope(engine) as session:
         session.add_all(rows)
         session.flush()
@@ -368,3 +380,53 @@ def add_seed_runs(engine: Engine, values: Iterable[float], *, prefix: str = "see
              for i, value in enumerate(values)]  # fmt: skip
     add_runs(engine, specs)
     return [spec.id for spec in specs]
+
+
+# ------------------------------------------------------------------------------------------ a reproducer's store
+
+DEMO_SPLIT = 360  # the digits demo's held-out images
+
+
+def add_reproducer_runs(engine: Engine) -> None:
+    """What a reproducer's store holds: a verifying validate, a fit below tolerance, the CPU digits demo still
+    running (eca_resnet18) with finished digits runs of ResNet-18 and ECA-ResNet-18 that have per-image outcomes, a
+    lost run, a SLURM-preempted (interrupted) run, a failed run, a partial ImageNet validation, and a COCO val2017
+    validation of the released Mask R-CNN ECA-ResNet-50 that verifies its box AP and mask AP claims."""
+    add_runs(
+        engine,
+        [
+            RunSpec(id="verify-r50-7f3c9a2e1b", top1=77.43, top5=93.65, job="verify_eca_resnet50",
+                    claim_id="eca_resnet50-imagenet-top1", config=fit_config(0)),
+            RunSpec(id="fit-r101-5d1e8b7c44", model="eca_resnet101", command="fit", job="eca_resnet101", top1=78.21,
+                    top5=94.0, epochs=6, claim_id="eca_resnet101-imagenet-top1", started=T0 + timedelta(hours=1)),
+            RunSpec(id="demo-live-00aa11bb22", model="eca_resnet18", status="running", command="fit", job="demo_cpu",
+                    dataset="digits", epochs=2, started=datetime.now(timezone.utc) - timedelta(minutes=2)),
+            RunSpec(id="lost-r152-9e8d7c6b5a", model="eca_resnet152", status="running", command="fit",
+                    job="eca_resnet152", epochs=3, heartbeat=T0 + timedelta(hours=5), claim_id=None),
+            RunSpec(id="preempted-mbv2-4c3b2a", model="eca_mobilenet_v2", status="interrupted", command="fit",
+                    job="eca_mobilenet_v2", epochs=3),
+            RunSpec(id="failed-r34-0f0e0d0c", model="eca_resnet34", status="failed", command="fit", job="eca_resnet34",
+                    epochs=1),
+            RunSpec(id="partial-r34-1a2b3c4d", model="eca_resnet34", job="verify_eca_resnet34", top1=74.90,
+                    samples_evaluated=12_800, split_size=IMAGENET_VAL_SIZE),
+            RunSpec(id="verify-mrcnn50-3c9d2e", model="mask_rcnn_eca_resnet50_fpn", dataset="coco2017",
+                    job="verify_coco_mask_rcnn_eca_resnet50_fpn", claim_id="mask_rcnn_eca_resnet50_fpn-coco-box_ap",
+                    samples_evaluated=COCO_VAL_SIZE, split_size=COCO_VAL_SIZE, started=T0 + timedelta(hours=2),
+                    metrics={"box_ap": 38.93, "box_ap50": 61.2, "box_ap75": 42.0, "box_aps": 24.1, "box_apm": 42.7,
+                             "box_apl": 49.8, "mask_ap": 35.54, "mask_ap50": 58.0, "mask_ap75": 37.6,
+                             "mask_aps": 17.5, "mask_apm": 38.9, "mask_apl": 51.7}),
+        ],
+    )  # fmt: skip
+    demo = dict(dataset="digits", command="fit", job="demo_cpu", samples_evaluated=DEMO_SPLIT, split_size=DEMO_SPLIT)
+    add_outcome_run(engine, "demo-r18-aaaa", "resnet18", image_outcomes(0.50, seed=1, n=DEMO_SPLIT, classes=10),
+                    **demo)  # fmt: skip
+    add_outcome_run(engine, "demo-eca18-bbbb", "eca_resnet18", image_outcomes(0.87, seed=2, n=DEMO_SPLIT, classes=10),
+                    **demo)  # fmt: skip
+    with session_scope(engine) as session:
+        session.execute(update(Run).where(Run.id == "preempted-mbv2-4c3b2a").values(
+            error="preempted at epoch 3, step 4200: requeued by SLURM (signal 10); the requeued job continues it",
+            slurm_job_id="81234"))  # fmt: skip
+        session.execute(update(Run).where(Run.id == "failed-r34-0f0e0d0c").values(
+            error="CUDA out of memory. Tried to allocate 2.00 GiB"))  # fmt: skip
+        session.execute(update(Run).where(Run.id == "verify-r50-7f3c9a2e1b").values(slurm_job_id="81200",
+                                                                                     host="gpu-node07"))  # fmt: skip

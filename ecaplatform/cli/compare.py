@@ -13,6 +13,7 @@ from ecaplatform.cli.text_table import text_table
 from ecaplatform.store.comparison import (
     DEFAULT_RESAMPLES,
     SHOWN_CLASSES,
+    ComparedResult,
     ComparisonError,
     ResultComparison,
     compare_results,
@@ -45,19 +46,27 @@ def report_text(comparison: ResultComparison, chosen: Sequence[str]) -> str:
         f"images    {s.b_only:,} only B right, {s.a_only:,} only A right, {s.both_right:,} both right, "
         f"{s.both_wrong:,} both wrong",
     ]
-    if comparison.classes:
-        rows = [[c.class_index, f"{c.images:,}", f"{c.acc_a:.1f}", f"{c.acc_b:.1f}", f"{c.diff:+.1f}"]
+    if s.discordant == 0:
+        lines += ["", f"No image differs: A and B are right at top-1 on the same {s.both_right:,} images."]
+    elif comparison.classes:  # classes where A and B differ (none: --classes 0, or differences cancel per class)
+        rows = [[c.label, f"{c.images:,}", f"{c.acc_a:.1f}", f"{c.acc_b:.1f}", f"{c.diff:+.1f}"]
                 for c in comparison.classes]  # fmt: skip
-        lines += ["", f"The {len(rows)} classes where they differ most (top-1 %):"]
-        lines.append(text_table(["Class", "Images", "A", "B", "B - A"], rows, right=range(5)))
+        where = "class" if len(rows) == 1 else f"{len(rows)} classes"
+        lines += ["", f"The {where} where they differ most (top-1 %):"]
+        lines.append(text_table(["Class", "Images", "A", "B", "B - A"], rows, right=range(1, 5)))
     return "\n".join(lines)
+
+
+def _side_json(side: ComparedResult, chosen: str) -> dict[str, Any]:
+    # without its class names (a thousand for ImageNet): the classes listed carry theirs
+    return {key: value for key, value in asdict(side).items() if key != "class_names"} | {"chosen": chosen}
 
 
 def report_json(comparison: ResultComparison, chosen: Sequence[str]) -> dict[str, Any]:
     s = comparison.stats
     return {
-        "a": {**asdict(comparison.a), "chosen": chosen[0]},
-        "b": {**asdict(comparison.b), "chosen": chosen[1]},
+        "a": _side_json(comparison.a, chosen[0]),
+        "b": _side_json(comparison.b, chosen[1]),
         "n": s.n, "top1_a": s.top1_a, "top1_b": s.top1_b, "diff": s.diff,
         "ci95": [s.ci_low, s.ci_high], "mcnemar_p": s.p_value,
         "b_only": s.b_only, "a_only": s.a_only, "both_right": s.both_right, "both_wrong": s.both_wrong,

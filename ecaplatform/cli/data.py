@@ -89,12 +89,57 @@ def _parser() -> argparse.ArgumentParser:
         help="--kaggle only: how images get into OUT: hardlink (default; no extra disk, same file "
         "system), copy, or symlink (the Kaggle folder must then stay)",
     )
+    _add_coco(commands)
     return parser
+
+
+def _add_coco(commands: argparse._SubParsersAction) -> None:
+    coco = commands.add_parser(
+        "coco",
+        help="COCO 2017 (detection, instance segmentation) from the official zips",
+        description="Build OUT/{train2017,val2017}/*.jpg and OUT/annotations/instances_*2017.json (what "
+        "CocoDataModule reads, --data.root OUT) from train2017.zip, val2017.zip and annotations_trainval2017.zip, "
+        "checked against their published md5s, and write eca_coco_manifest.json, which results' fingerprints "
+        "cite. Interrupted? Run the same command again: finished work is kept.",
+    )
+    coco.add_argument("--archives", type=Path, metavar="DIR", required=True, help="folder with the three zips")
+    coco.add_argument("--out", type=Path, metavar="DIR", required=True, help="a new or empty folder, or an "
+                      "earlier run's to finish it or add a split")  # fmt: skip
+    coco.add_argument("--split", choices=("both", "train", "val"), default="both",
+                      help="which splits to build (val alone is enough to evaluate)")  # fmt: skip
+    coco.add_argument("--no-verify", action="store_true", help="use zips whose md5 differs from the published "
+                      "one, without hashing them; the manifest records them as unverified")  # fmt: skip
+
+
+def _coco_main(args: argparse.Namespace) -> int:
+    from ecaplatform.datamodules.coco_prep import SPLITS as COCO_SPLITS
+    from ecaplatform.datamodules.coco_prep import CocoJob, prepare_coco
+
+    splits = COCO_SPLITS if args.split == "both" else (f"{args.split}2017",)
+    job = CocoJob(archives=args.archives, out=args.out, splits=splits, verify=not args.no_verify)
+    try:
+        manifest = prepare_coco(job)
+    except DataError as err:
+        print(f"eca data coco: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("eca data coco: interrupted; run the same command again to finish (finished work is kept)",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    except OSError as err:  # e.g. a full disk: one line; the work done so far is kept
+        print(f"eca data coco: error: {err}; fix that and run the same command again to finish", file=sys.stderr)
+        return 1
+    counts = ", ".join(f"{s} {e['images']:,} images" for s, e in manifest["splits"].items())
+    state = "checksums verified" if manifest["verified"] else "NOT verified against published checksums"
+    print(f"COCO ready in {job.out} ({state}): {counts}; use --data.root {job.out}")
+    return 0
 
 
 def data_main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.dataset == "coco":
+        return _coco_main(args)
     if args.kaggle is not None and args.no_verify:
         parser.error("--no-verify applies to --archives only (Kaggle's copy has no published checksums)")
     if args.archives is not None and args.link is not None:

@@ -6,9 +6,10 @@
     DIR/badges/<id>.svg    one shields-style status badge per claim, e.g. `eca_resnet50 top-1 | 77.61 ✓ verified`
 
 It reads the store exactly as `eca claims` does (read-only; a missing store is not created and every claim is
-Unverified). Files are replaced atomically, so a page serving DIR never sees half a file; badges of claims no
-longer exported are removed from DIR/badges. A problem (DIR is a file, cannot be written, the store) is one line
-on stderr and exit status 1.
+Unverified). The JSON writes `<`, `>` and `&` as \\u escapes, so a page may inline it in a <script> block: a
+claim label cannot close it. Files are replaced atomically, so a page serving DIR never sees half a file; badges of
+claims no longer exported are removed from DIR/badges. A problem (DIR is a file, cannot be written, the store) is
+one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -283,6 +284,15 @@ def _write(path: Path, text: str) -> None:
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+# Outside strings JSON has none of these characters, so escaping them everywhere keeps it valid and equal.
+_SCRIPT_UNSAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+def script_safe_json(data: Any) -> str:
+    """`data` as indented JSON that is safe inside an HTML <script> block (no `<`, `>` or `&` left)."""
+    return json.dumps(data, indent=2, ensure_ascii=False).translate(_SCRIPT_UNSAFE) + "\n"
+
+
 def build_board(records: Sequence[dict[str, Any]], *, now: datetime | None = None) -> dict[str, Any]:
     return {
         "$schema": SCHEMA_FILE,
@@ -313,8 +323,8 @@ def export_board(folder: Path, records: Sequence[dict[str, Any]]) -> list[Path]:
     for stale in (folder / BADGES_DIR).glob("*.svg"):  # a claim no longer exported must not keep its old badge
         if stale.name not in keep:
             stale.unlink(missing_ok=True)
-    _write(folder / SCHEMA_FILE, json.dumps(BOARD_SCHEMA, indent=2, ensure_ascii=False) + "\n")
-    _write(folder / BOARD_FILE, json.dumps(build_board(records), indent=2, ensure_ascii=False) + "\n")
+    _write(folder / SCHEMA_FILE, script_safe_json(BOARD_SCHEMA))
+    _write(folder / BOARD_FILE, script_safe_json(build_board(records)))
     return [folder / BOARD_FILE, folder / SCHEMA_FILE, *written]
 
 

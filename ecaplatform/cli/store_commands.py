@@ -1,8 +1,8 @@
 """`eca claims`, `eca runs` and `eca db`: the store from the command line (no torch import).
 
 `eca claims`, `eca runs` and `eca db url|current` only read: they open the store read-only and never create it.
-`eca db upgrade` is the one writer here. A store problem (bad URL, server down, not a database, no access) is
-one line on stderr and exit status 1.
+`eca db upgrade` and `eca db copy` (into an empty target) are the writers here. A store problem (bad URL, server
+down, not a database, no access) is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from sqlalchemy import Engine, ScalarSelect, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ecaplatform.cli.text_table import text_table
 from ecaplatform.store.board import STORE_MISSING, read_board
@@ -28,6 +28,7 @@ from ecaplatform.store.database import (
     upgrade,
 )
 from ecaplatform.store.schema import EpochMetric, Result, Run
+from ecaplatform.store.slurm_states import ASKED_STATUSES, SHOWN_SLURM_STATUSES, shown_status, slurm_ended
 from ecaplatform.store.spread import spread_label
 from ecaplatform.store.verification import SHOWN_RUN_STATUSES, run_status, run_status_expression
 
@@ -77,8 +78,9 @@ def claims_main(argv: list[str]) -> int:
 
 def runs_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="eca runs", description="Recorded runs, newest first.")
-    parser.add_argument("--status", choices=SHOWN_RUN_STATUSES,
-                        help="only runs with this status (lost: running, but its process stopped reporting)")
+    parser.add_argument("--status", choices=(*SHOWN_RUN_STATUSES, *SHOWN_SLURM_STATUSES),
+                        help="only runs with this status (lost: running, but its process stopped reporting; "
+                        "cancelled, timed out: as SLURM says of the run's job)")
     parser.add_argument("--model", help="only runs of this registry model")
     parser.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
     parser.add_argument("--show", metavar="RUN_ID", help="everything recorded about one run, as JSON")
@@ -115,25 +117,37 @@ def _runs(engine: Engine, args: argparse.Namespace) -> list[list[Any]] | None:
             print(json.dumps(run_details(session, run), indent=2, default=str))
             return []
         shown = run_status_expression()
-        query = select(Run, shown, _result_top1()).order_by(Run.created_at.desc(), Run.id).limit(args.limit)
-        if args.status:
-            query = query.where(shown == args.status)
+        newest = Result.id == _newest_top1_result()
+        query = select(Run, shown, Result).outerjoin(Result, newest).order_by(Run.created_at.desc(), Run.id)
+        if args.status:  # a queued or running run shows otherwise where SLURM says its job ended: filtered below
+            query = query.where((shown == args.status) | Run.status.in_(ASKED_STATUSES))
+        else:
+            query = query.limit(args.limit)
         if args.model:
             query = query.where(Run.model_name == args.model)
-        return [
-            [
+        found = list(session.execute(query))
+        ended = slurm_ended((run.id, run.slurm_job_id) for run, _, _ in found if run.status in ASKED_STATUSES)
+        rows = []
+        for run, status, result in found:
+            end = ended.get(run.id)
+            status = shown_status(status, end)
+            if args.status and status != args.status:
+                continue
+            rows.append([
                 run.id, run.job_name, run.command, run.model_name, run.dataset_name, status,
-                _pct(_shown_top1(run, result_top1)), run.slurm_job_id,
+                _pct(_shown_top1(run, result.metric_values.get("top1") if result else None)),
+                f"{run.slurm_job_id} ({end.state})" if end else run.slurm_job_id,
                 f"{run.created_at:%Y-%m-%d %H:%M}" if run.created_at else "",
-            ]  # fmt: skip
-            for run, status, result_top1 in session.execute(query)
-        ]
+            ])  # fmt: skip
+        return rows[: args.limit]
 
 
-def _result_top1() -> ScalarSelect[float | None]:
-    """The top-1 of the run's newest result that has one (a correlated subquery: one query for the listing)."""
-    newest = select(Result.top1).where(Result.run_id == Run.id, Result.top1.is_not(None))
-    return newest.order_by(Result.id.desc()).limit(1).scalar_subquery()
+def _newest_top1_result() -> ScalarSelect[int | None]:
+    """The id of the run's newest result that has a top-1 (a correlated subquery: one query for the listing); its
+    value is read through Result.metric_values, exact from its counts."""
+    result = aliased(Result)  # the listing joins Result itself: this one must not correlate to it
+    newest = select(result.id).where(result.run_id == Run.id, result.top1.is_not(None)).correlate(Run)
+    return newest.order_by(result.id.desc()).limit(1).scalar_subquery()
 
 
 def _shown_top1(run: Run, result_top1: float | None) -> float | None:
@@ -148,12 +162,15 @@ def run_details(session: Session, run: Run) -> dict[str, Any]:
     """One run with its provenance, per-epoch metrics and results, as plain data."""
     details = {column.name: getattr(run, column.name) for column in Run.__table__.columns}
     details["status"] = run_status(run.status, run.heartbeat_at, run.started_at)  # `lost` when it stopped beating
+    if run.status in ASKED_STATUSES and (end := slurm_ended([(run.id, run.slurm_job_id)]).get(run.id)):
+        details["status"] = shown_status(details["status"], end)  # e.g. cancelled: SLURM ended its job
+        details["slurm_state"] = {"state": end.state, "exit_code": end.exit_code, "ended_at": end.ended_at}
     metrics = session.scalars(select(EpochMetric).where(EpochMetric.run_id == run.id).order_by(EpochMetric.epoch))
     details["metrics"] = [{"epoch": m.epoch, "step": m.step, "name": m.name, "value": m.value} for m in metrics]
     results = session.scalars(select(Result).where(Result.run_id == run.id).order_by(Result.id))
-    details["results"] = [
+    details["results"] = [  # `metrics` as every reader sees them: a proportion's exactly from its counts
         {column.name: getattr(r, column.name) for column in Result.__table__.columns if column.name != "run_id"}
-        for r in results
+        | {"metrics": r.metric_values} for r in results
     ]
     return details
 
@@ -164,10 +181,14 @@ def db_main(argv: list[str]) -> int:
     sub.add_parser("upgrade", help="create the store or migrate it to the newest schema (also done automatically)")
     sub.add_parser("url", help="print the store's URL")
     sub.add_parser("current", help="print the schema revision the store is at, and the newest one")
+    copy = sub.add_parser("copy", help="copy a whole store into a new, empty one (e.g. SQLite -> PostgreSQL), ids "
+                                       "kept, each table verified by row count and checksum")  # fmt: skip
+    copy.add_argument("source", metavar="SRC_URL", help="the store to copy (read only)")
+    copy.add_argument("target", metavar="DST_URL", help="an empty database; migrated to the newest schema first")
     args = parser.parse_args(argv)
 
     try:
-        return _db(args.action)
+        return _copy(args.source, args.target) if args.action == "copy" else _db(args.action)
     except StoreError as exc:
         print(f"eca db {args.action}: {exc}", file=sys.stderr)
         return 1
@@ -193,4 +214,16 @@ def _db(action: str) -> int:
     engine.dispose()
     change = "already at" if before == after else f"upgraded from {before or 'empty'} to"
     print(f"store {store.display_url}: {change} {after}")
+    return 0
+
+
+def _copy(source_url: str, target_url: str) -> int:
+    from ecaplatform.store.copy import copy_store
+
+    source, target = Store.at(source_url), Store.at(target_url)
+    copied = copy_store(source, target)
+    rows = [[table.name, table.rows, table.checksum[:16]] for table in copied]
+    print(text_table(["Table", "Rows", "SHA-256 (both stores)"], rows, right=[1]))
+    print(f"copied {sum(t.rows for t in copied)} rows of {len(copied)} tables from {source.display_url} to "
+          f"{target.display_url}; every table's row count and checksum match")
     return 0

@@ -4,17 +4,21 @@ A job YAML is a LightningCLI config plus a `job:` section (ecaplatform.training.
 or is submitted, the job is parsed in this process by the same LightningCLI that `eca fit` uses and its model and
 data module are built (lightning_cli.check_job), so `eca submit` rejects exactly what `eca fit` would reject
 before training, with the same one-line errors. Then the one check only a submission needs: that SLURM's task
-count matches `trainer.devices` (Lightning only detects a SLURM job when they agree).
+count matches `trainer.devices` (Lightning only detects a SLURM job when they agree). A SLURM job's data may sit on
+its nodes' disks: where this machine cannot read it, the checks that need it run on the node as the job's first step
+(`eca submit --node-check`), which records the run failed, in one line of the job's log, if they fail there.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +44,7 @@ class Job:
     path: Path
     spec: JobSpec
     config: dict[str, Any]  # the resolved config, as `eca <command> --config JOB --print_config` shows it
+    data_unseen: str | None = None  # why the data could not be read here: a SLURM job then checks it on its node
 
 
 # --- reading and checking a job file -----------------------------------------------------------------------------
@@ -62,22 +67,33 @@ def job_command(path: Path) -> str:
     return job_setting(path, "command", "fit")
 
 
-def load_job(path: str | os.PathLike[str], command: str | None = None, overrides: Sequence[str] = ()) -> Job:
-    """Parse the job for `command` (default: the job's own) and build its model and data, as `eca fit` would."""
+def load_job(path: str | os.PathLike[str], command: str | None = None, overrides: Sequence[str] = (),
+             data_here: bool = True) -> Job:  # fmt: skip
+    """Parse the job for `command` (default: the job's own) and build its model and data, as `eca fit` would;
+    with `data_here` False, data this machine cannot read is no error here (`Job.data_unseen` says why)."""
     from ecaplatform.training.lightning_cli import USER_ERRORS, CLIConfigError, check_job, user_message
 
     path = Path(path)
     if not path.is_file():
         raise JobFileError(f"{path}: no such job file")
     try:
-        spec, config = check_job(path, command or job_command(path), overrides)
+        spec, config, data_unseen = check_job(path, command or job_command(path), overrides, data_here)
     except (*USER_ERRORS, CLIConfigError) as err:
         raise JobFileError(f"{path}: {user_message(err)}") from err
-    return Job(path, spec, config)
+    if data_unseen and spec.launcher != "slurm":  # a job run here needs its data here
+        raise JobFileError(f"{path}: {data_unseen}")
+    return Job(path, spec, config, data_unseen)
 
 
 def check_submission(job: Job) -> None:
-    """What only a submission to SLURM needs on top of the parse: its task count against trainer.devices."""
+    """What the parse leaves to a submission: a local job's accelerator (a GPU recipe on a machine without one is
+    refused before anything is recorded); a SLURM job's task count against trainer.devices."""
+    if job.spec.launcher == "local":
+        from ecaplatform.training.lightning_cli import accelerator_problem
+
+        problem = accelerator_problem(job.config)
+        if problem:
+            raise JobFileError(f"{job.path}: {problem}")
     if job.spec.launcher == "slurm":
         trainer = job.config["trainer"]
         devices, tasks = trainer.get("devices"), tasks_per_node(job.spec.resources)
@@ -136,7 +152,13 @@ def sbatch_script(
     lines.append(f"# run store: {shown_store_url()}; ECA_DB_URL (and its password) reach the job through the "
                  "environment sbatch passes on, never this file")  # fmt: skip
     lines += [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
-    lines += [f"cd {shlex.quote(str(workdir.resolve()))}", f"srun {shlex.join(run)}", ""]
+    lines.append(f"cd {shlex.quote(str(workdir.resolve()))}")
+    if job.data_unseen:  # one process on the first node, before srun starts every rank
+        lines.append("# The data was not readable where the job was submitted: checked here first (a failure is one "
+                     "line in this log and the run recorded failed)")  # fmt: skip
+        check = [*eca_command(), "submit", "--node-check", "--command", command, str(job.path.resolve())]
+        lines.append(shlex.join([*check, *(["--", *overrides] if overrides else [])]))
+    lines += [f"srun {shlex.join(run)}", ""]
     return "\n".join(lines)
 
 
@@ -161,6 +183,12 @@ def _job_environment(*, for_sbatch: bool) -> dict[str, str]:
     return env
 
 
+def run_fields(job: Job, command: str) -> dict[str, Any]:
+    """What `eca submit` records of a run before (or without) its process: job, claim, command, model, config."""
+    return {"job_name": job.spec.name, "claim_id": job.spec.claim, "command": command,
+            "model_name": job.config["model"]["model_name"], "config": job.config}  # fmt: skip
+
+
 def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path, overrides: Sequence[str] = ()) -> str:
     """Record the run as queued, sbatch the script, and store the SLURM job id on the run. Returns the job id."""
     from ecaplatform.training.run import RunStatus
@@ -174,8 +202,7 @@ def submit_slurm(job: Job, command: str, run_id: str, log_dir: Path, overrides: 
 
     # Queued before sbatch: the job may start (and mark itself running) before sbatch even returns.
     run = RunStatus(run_id)
-    run.queued(job_name=job.spec.name, claim_id=job.spec.claim, command=command,
-               model_name=job.config["model"]["model_name"], config=job.config)  # fmt: skip
+    run.queued(**run_fields(job, command))
     # The store's URL goes through the job's environment, never the script: --export=ALL (also where a site
     # defaults to less) hands the job this environment, and SLURM keeps it for a requeued job. It is then
     # readable only by the user's own processes and SLURM's administrators.
@@ -237,7 +264,7 @@ def run_local(job: Job, command: str, run_id: str, overrides: Sequence[str] = ()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    record_child_end(run_id, code, forwarded)
+    record_child_end(run_id, code, forwarded, unrecorded=run_fields(job, command))
     if code == 0 and forwarded:  # stopped, not finished: say so as a shell would (Lightning may exit 0 on SIGTERM)
         return 128 + forwarded[0]
     return code if code >= 0 else 128 - code
@@ -250,26 +277,67 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def record_child_end(run_id: str, code: int, forwarded: Sequence[int] = ()) -> str | None:
+def record_child_end(run_id: str, code: int, forwarded: Sequence[int] = (), unrecorded: dict[str, Any] | None = None
+                     ) -> str | None:  # fmt: skip
     """If the run is still queued or running after its process exited, end it with what the exit code says
-    (failed, or interrupted when we passed a signal on); returns the error written, None if nothing was."""
+    (failed, or interrupted when we passed a signal on); a process that failed or was stopped before it recorded
+    its run at all leaves one recorded from `unrecorded` (job, model, config). Returns the error written, None if
+    nothing was."""
     from ecaplatform.training.run import RunStatus
 
     if code < 0:
-        error = f"killed by {signal_name(-code)} (signal {-code}) before it could record its end"
-        if -code == signal.SIGKILL and not forwarded:
-            error += "; out of memory? the kernel's OOM killer sends SIGKILL (see `dmesg`), as does kill -9"
+        ended = f"killed by {signal_name(-code)} (signal {-code})"
+        hint = "; out of memory? the kernel's OOM killer sends SIGKILL (see `dmesg`), as does kill -9"
+        hint = hint if -code == signal.SIGKILL and not forwarded else ""
     else:
-        error = f"exited with code {code} before it could record its end"
+        ended, hint = f"exited with code {code}", ""
     if forwarded:
-        error += f" (after eca submit passed on {', '.join(signal_name(s) for s in forwarded)})"
+        hint += f" (after eca submit passed on {', '.join(signal_name(s) for s in forwarded)})"
+    status = "interrupted" if forwarded else "failed"
+    run = RunStatus(run_id)
     try:
-        ended = RunStatus(run_id).end_unfinished("interrupted" if forwarded else "failed", f"eca submit: {error}")
+        error = f"eca submit: {ended} before it could record its end{hint}"
+        if run.end_unfinished(status, error):
+            return error
+        if unrecorded is None or not (code or forwarded) or run.recorded():
+            return None
+        # e.g. an accelerator this machine lacks: the child's own one-line error is in its output above
+        error = f"eca submit: {ended} before it recorded the run{hint}"
+        run.ended_unrecorded(status, error, **unrecorded)
     except Exception as exc:
-        print(f"eca submit: could not record how run {run_id} ended ({exc}); `eca runs --show {run_id}` "
-              "may still say it runs", file=sys.stderr)  # fmt: skip
+        print(f"eca submit: could not record how run {run_id} ended: {exc}", file=sys.stderr)
         return None
-    return error if ended else None
+    return error
+
+
+def node_check(path: str, command: str | None, overrides: Sequence[str]) -> int:
+    """The first step of a SLURM job whose data `eca submit` could not read: the whole check, here on the node. A
+    failure is one line in the job's log, and ends the run (ECA_RUN_ID) failed before srun starts anything."""
+    import ecaplatform.training.lightning_cli  # noqa: F401 (imports Lightning, which sets its loggers' levels)
+    from ecaplatform.training.run import RUN_ID_ENV_VAR, RunStatus
+
+    host = socket.gethostname()
+    # Lightning's INFO lines (the seed set) belong to the run: this step's output is one line, on failure only.
+    lightning = [logging.getLogger(name) for name in ("lightning.fabric", "lightning.pytorch")]
+    levels = [logger.level for logger in lightning]
+    for logger in lightning:
+        logger.setLevel(logging.WARNING)
+    try:
+        load_job(path, command, overrides)
+        return 0
+    except (JobFileError, UnsafeIdentifierError) as exc:
+        error = f"on {host}: {exc}"
+    finally:
+        for logger, level in zip(lightning, levels, strict=True):
+            logger.setLevel(level)
+    run_id = os.environ.get(RUN_ID_ENV_VAR)
+    try:
+        recorded = bool(run_id) and RunStatus(run_id).end_unfinished("failed", f"eca submit --node-check: {error}")
+        outcome = f"run {run_id} recorded failed" if recorded else "no queued run to record it on"
+    except Exception as exc:  # the store: say so on the same line
+        outcome = f"run {run_id} not recorded failed ({exc})"
+    print(f"eca submit --node-check: {error}; {outcome}", file=sys.stderr)
+    return 1
 
 
 def submit_main(argv: list[str]) -> int:
@@ -281,6 +349,9 @@ def submit_main(argv: list[str]) -> int:
     parser.add_argument("--launcher", choices=LAUNCHERS,
                         help="where to run, whatever the job's `job.launcher` says (e.g. a SLURM recipe's smoke "
                         "test here: --launcher local -- --trainer.fast_dev_run=true); the run records it")  # fmt: skip
+    parser.add_argument("--node-check", action="store_true",
+                        help="(the first step of a SLURM job whose data was not readable where it was "
+                        "submitted) the checks that need the data; a failure records the run failed")  # fmt: skip
     parser.epilog = "Options after `--` go to `eca <command>` itself, e.g. `-- --ckpt_path best`."
     # Everything after `--` is passed through to the LightningCLI (e.g. --ckpt_path for a verification job).
     overrides: list[str] = []
@@ -292,10 +363,15 @@ def submit_main(argv: list[str]) -> int:
         # config the run records all say where it really ran.
         overrides = [*overrides, "--job.launcher", args.launcher]
 
+    if args.node_check:
+        return node_check(args.job, args.command, overrides)
     from ecaplatform.training.run import new_run_id, resumed_run_id
 
     try:
-        job = load_job(args.job, args.command, overrides)
+        job = load_job(args.job, args.command, overrides, data_here=False)  # a SLURM job's data may be on its nodes
+        if job.data_unseen:
+            print(f"eca submit: {job.path}: {job.data_unseen}: not here, so it is checked on the node, as the job's "
+                  "first step (a failure there records the run failed)", file=sys.stderr)  # fmt: skip
         if args.launcher and (said := job_setting(job.path, "launcher", "local")) != args.launcher:
             print(f"eca submit: --launcher {args.launcher}: job.launcher is {args.launcher} for this run "
                   f"({job.path} says {said})", file=sys.stderr)  # fmt: skip
@@ -326,6 +402,10 @@ def submit_main(argv: list[str]) -> int:
         return 0
     shown = shlex.join(["eca", *local_command(job, args.command, overrides)[len(eca_command()) :]])
     print(f"eca submit: run {run_id}: {shown}", flush=True)
+    from ecaplatform.training.run import RunStatus
+
     code = run_local(job, args.command, run_id, overrides)
-    print(f"eca submit: run {run_id} exited with {code}; `eca runs --show {run_id}` shows what was recorded")
+    recorded = f"`eca runs --show {run_id}` shows what was recorded" if RunStatus(run_id).recorded() else \
+        "nothing was recorded"  # fmt: skip
+    print(f"eca submit: run {run_id} exited with {code}; {recorded}")
     return code

@@ -1,4 +1,5 @@
-"""LightningDataModules: ImageNet (folder layout), digits (a small real data set for the CPU), synthetic.
+"""LightningDataModules: ImageNet (folder layout), COCO 2017 (detection), digits (a small real data set for the
+CPU), synthetic.
 
 Every module yields uint8 images [B, 3, H, W] with int64 labels (the classifier normalises on the device),
 takes a GLOBAL batch size, evaluates each sample exactly once under DDP, and exposes `dataset_name`,
@@ -11,6 +12,8 @@ from ecaplatform.datamodules.base import (
     ExactDistributedSampler,
     per_device_batch_size,
 )
+from ecaplatform.datamodules.coco import CocoDataModule
+from ecaplatform.datamodules.coco_shapes import CocoShapesDataModule
 from ecaplatform.datamodules.digits import DigitsDataModule
 from ecaplatform.datamodules.folder_index import scan_split
 from ecaplatform.datamodules.imagenet import ImageNetDataModule
@@ -21,6 +24,8 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ClassificationDataModule",
+    "CocoDataModule",
+    "CocoShapesDataModule",
     "DataError",
     "DigitsDataModule",
     "ExactDistributedSampler",

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import tarfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -300,7 +301,8 @@ def _parse_devkit(job: Job, devkit: Path, md5: str) -> tuple[dict[str, tuple[str
         with _torchvision_accepts("devkit", md5):
             tv_imagenet.parse_devkit_archive(str(meta_dir), file=str(devkit))
         wnid_to_classes, val_wnids = tv_imagenet.load_meta_file(str(meta_dir))
-    except (OSError, KeyError, IndexError, ValueError, RuntimeError, tarfile.TarError) as err:
+    # EOFError and zlib.error: a .tar.gz cut short; the rest: a tar or meta.mat that is not what torchvision reads.
+    except (OSError, EOFError, zlib.error, KeyError, IndexError, ValueError, RuntimeError, tarfile.TarError) as err:
         raise DataError(
             f"{devkit} could not be read as the ILSVRC2012 devkit (ILSVRC2012_devkit_t12/data/meta.mat and "
             f"data/ILSVRC2012_validation_ground_truth.txt inside): {type(err).__name__}: {err}"
@@ -373,8 +375,9 @@ def _prepare_official(job: Job, cache: ChecksumCache) -> tuple[dict[str, Any], d
     records = _checksums(job, paths, cache)
     devkit_name = tv_imagenet.ARCHIVE_META["devkit"][0]
     devkit_md5 = records[devkit_name]["md5"]
-    _check_unfinished(job, {"source": job.source, "input": str(job.input_dir.resolve()), "devkit_md5": devkit_md5})
+    # Read before the state is written: a damaged devkit must not leave a state that refuses the good one's rerun.
     wnid_to_classes, val_wnids = _parse_devkit(job, paths["devkit"], devkit_md5)
+    _check_unfinished(job, {"source": job.source, "input": str(job.input_dir.resolve()), "devkit_md5": devkit_md5})
     splits: dict[str, dict[str, Any]] = {}
     if "train" in job.splits:
         _train_from_archive(job, paths["train"], set(wnid_to_classes))

@@ -3,6 +3,7 @@ a registry carrying the paper's numbers, and safe loading of the released checkp
 
 from __future__ import annotations
 
+from . import detection as detection  # importing it registers the detectors (Tables 5/6)
 from .attention import CBAM, SELayer, make_attention
 from .checkpoint import CheckpointError, extract_state_dict, infer_architecture
 from .eca import ECALayer, adaptive_kernel_size

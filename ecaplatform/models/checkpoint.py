@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import pickle
 import re
-import struct
 import sys
+import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +40,69 @@ def _is_loaded_object(dotted: str) -> bool:
     return bool(module) and hasattr(sys.modules.get(module), attr)
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6 is a zip archive whose first entry is data.pkl
+# The older format opens with a pickled magic number (LONG1 opcode, 10 bytes), after the protocol header.
+_LEGACY_NUMBER = b"\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+_LEGACY_HEAD = b"\x80\x02" + _LEGACY_NUMBER  # as torch.save writes it (pickle protocol 2)
+_TORCH_ZIP, _TORCH_LEGACY, _PICKLE = "torch zip", "torch legacy", "pickle"
+_NOT_TORCH = ", not a file written by torch.save"
+
+
+def _zip_names(path: Path, head: bytes) -> list[str]:
+    """The entries of a zip archive; of one cut short (no central directory at its end), its first entry's name."""
+    with contextlib.suppress(zipfile.BadZipFile, OSError, ValueError, EOFError), zipfile.ZipFile(path) as archive:
+        return archive.namelist()
+    name_length = int.from_bytes(head[26:28], "little") if len(head) >= 30 else 0
+    return [head[30:30 + name_length].decode("utf-8", "replace")] if name_length else []
+
+
+def _sniff(path: Path) -> str:
+    """What a file's first bytes say it is: one of the torch formats, a plain pickle, or (for anything else) the
+    words that describe it. torch.load is tried only on the first three."""
+    with path.open("rb") as file:
+        head = file.read(512)
+    if not head:
+        return f"an empty file (0 bytes){_NOT_TORCH}"
+    if head.startswith(_ZIP_MAGIC) or _ZIP_MAGIC.startswith(head):
+        names = _zip_names(path, head)
+        if not names or any(n.endswith("data.pkl") for n in names):  # a cut-off header: let torch say
+            return _TORCH_ZIP
+        return f"a zip archive holding {', '.join(map(repr, names[:3]))}{_NOT_TORCH}"
+    if head[:1] == b"\x80" and (_LEGACY_HEAD.startswith(head[:15]) or _LEGACY_NUMBER in head[:24]):
+        return _TORCH_LEGACY
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # pickle protocol 2 to 5
+        return _PICKLE
+    if head.startswith(b"\x1f\x8b"):
+        return f"a gzip file{_NOT_TORCH}: unpack it and give the file inside"
+    if head[257:262] == b"ustar":
+        return f"a tar archive{_NOT_TORCH}: unpack it and give the file inside"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:  # a character cut in two at the end of the 512 bytes read is still text
+        text = head[:err.start].decode("utf-8") if len(head) == 512 and err.start > 508 else ""
+    if text and text.translate({9: None, 10: None, 13: None}).isprintable():
+        return f"a text file starting {text.strip()[:30]!r}{_NOT_TORCH}"
+    return f"binary data of no known format (first bytes {head[:8].hex(' ')}){_NOT_TORCH}"
+
+
 def read_checkpoint(path: str | Path) -> object:
-    """torch.load with weights_only=True, on the CPU, with errors that say what to do."""
+    """torch.load with weights_only=True, on the CPU, with errors that say what to do.
+
+    Every failure is a one-line CheckpointError naming the file and what it is: a folder, an empty or text file,
+    another archive, a torch.save file cut short, a plain pickle, or a pickle naming code (refused unrun).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a directory; give the checkpoint file inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    kind = _sniff(path)
+    if kind not in (_TORCH_ZIP, _TORCH_LEGACY, _PICKLE):
+        raise CheckpointError(f"could not read {str(path)!r}: it is {kind}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before it fails on a pickle protocol it did not write
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's message is long advice (including how to allow-list the global: we do not);
         # the reason sits after "WeightsUnpickler error:".
@@ -63,15 +120,17 @@ def read_checkpoint(path: str | Path) -> object:
                 f"torch.load(weights_only=True) will not unpickle because loading it could run arbitrary code. "
                 f"Only tensors, dicts, lists and numbers are accepted; re-save just the state_dict from a "
                 f"trusted environment.") from None
-        reason = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", message, re.DOTALL)
-        raise CheckpointError(f"could not read {str(path)!r}: it is not a file written by torch.save "
-                              f"({reason.group(1).strip() if reason else message.splitlines()[0]})") from None
-    # A cut-off legacy (non-zip) file fails inside the unpickler with whatever its last opcode trips on.
-    except (RuntimeError, EOFError, OSError, IndexError, struct.error, ValueError) as err:
-        first = str(err).split(". ")[0].strip() or type(err).__name__  # torch appends paragraphs of advice
-        raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint: it is truncated or corrupted "
-                              f"({first}); copy it again (a .pth.tar file is a torch.save file, not a tar archive)"
-                              ) from None
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", message, re.DOTALL)
+        reason = found.group(1) if found else message.strip().partition("\n")[0]
+    # Whatever else torch.load raises on a damaged file (IndexError, KeyError, struct.error, ...) says the same.
+    except Exception as err:
+        reason = str(err) if " " in str(err) else f"{type(err).__name__} {err}".strip()  # not a bare "101"
+    reason = " ".join(reason.split(". ")[0].split()) or "no reason given"  # torch appends advice; one line
+    if kind == _PICKLE:
+        raise CheckpointError(f"could not read {str(path)!r}: it is a Python pickle{_NOT_TORCH} ({reason})")
+    raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint: it is a torch.save file, truncated "
+                          f"or corrupted ({reason}); copy it again (a .pth.tar file is a torch.save file, "
+                          f"not a tar archive)")
 
 
 def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:

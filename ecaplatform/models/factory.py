@@ -26,6 +26,9 @@ def create_model(name: str, num_classes: int = 1000, checkpoint: str | Path | No
     `module.` prefixes), a bare state_dict, or one of our Lightning checkpoints (`model.` prefixes).
     """
     info = get_model_info(name)
+    if info.task != "classification":
+        raise ValueError(f"{name!r} is a {info.task} model: build it with ecaplatform.models.detection."
+                         "create_detector (num_classes counts object classes, 80 for COCO)")
     if "k_size" in kwargs and info.attention != "eca":
         raise ValueError(f"k_size applies to ECA models only, and {name!r} has attention={info.attention!r}")
     try:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ecaplatform.paper import paper_result
+from ecaplatform.paper import detection_result, paper_result
 
 if TYPE_CHECKING:
     from torch import nn
@@ -22,11 +22,12 @@ ATTENTION_PREFIX = {"none": "", "se": "se_", "cbam": "cbam_", "eca": "eca_"}
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    family: str  # "resnet" | "mobilenet_v2"
+    family: str  # "resnet" | "mobilenet_v2" | "faster_rcnn" | "mask_rcnn" | "retinanet"
     depth: int | None  # ResNet depth; None for MobileNetV2
     attention: str  # "none" | "se" | "cbam" | "eca"
     backbone: str  # e.g. "ResNet-50"
     method: str  # the paper's row label, e.g. "ECA-Net"
+    task: str = "classification"  # | "detection" | "instance_segmentation" (Mask R-CNN: boxes and masks)
     # Filled from ecaplatform.paper by name (not constructor arguments, so no model file can restate them);
     # None where the paper has no number.
     paper_top1: float | None = field(default=None, init=False)
@@ -36,6 +37,10 @@ class ModelInfo:
     released_checkpoint: str | None = field(default=None, init=False)  # the official weights' file name
 
     def __post_init__(self) -> None:
+        if self.task != "classification":  # Tables 5/6 (other units and metrics): paper.detection_result
+            row = detection_result(self.name)
+            object.__setattr__(self, "released_checkpoint", row.released_checkpoint if row else None)
+            return
         paper = paper_result(self.name)
         if paper is not None:
             for attr, value in (("paper_top1", paper.top1), ("paper_top5", paper.top5),
@@ -62,15 +67,16 @@ def register_model(info: ModelInfo) -> Callable[[ModelEntrypoint], ModelEntrypoi
     return register
 
 
-def list_models() -> list[str]:
-    """All registered model names, sorted."""
-    return sorted(_ENTRYPOINTS)
+def list_models(task: str | None = "classification") -> list[str]:
+    """The registered model names of a task ("classification", "detection", "instance_segmentation"; None:
+    every task), sorted."""
+    return sorted(n for n, i in _INFOS.items() if task is None or i.task == task)
 
 
 def get_model_info(name: str) -> ModelInfo:
     """The registered model's family, attention and the paper's numbers for it."""
     if name not in _INFOS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models(None))}")
     return _INFOS[name]
 
 

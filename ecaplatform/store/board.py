@@ -25,7 +25,45 @@ STORE_OK = "ok"
 STORE_MISSING = "missing"  # the SQLite file does not exist yet (a fresh user)
 STORE_UNINITIALISED = "uninitialised"  # the database exists but has no tables (no `eca db upgrade` yet)
 
-METRIC_NAMES = {"top1": "top-1", "top5": "top-5"}  # how a claim's metric is named in short text
+# How metrics and data sets are named on every page and in short text: the one place (a new task adds its names).
+METRIC_NAMES = {"top1": "top-1", "top5": "top-5", "box_ap": "box AP", "mask_ap": "mask AP"}
+DATASET_NAMES = {"imagenet": "ImageNet", "coco": "COCO", "coco2017": "COCO 2017", "digits": "digits (CPU demo)"}
+
+
+def metric_name(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric)
+
+
+def dataset_name(dataset: str) -> str:
+    return DATASET_NAMES.get(dataset, dataset)
+
+
+def shown_top1(command: str, best_top1: float | None, result_top1: float | None) -> float | None:
+    """The top-1 a run listing shows: a fit run's best val top-1 over its epochs; a validate or test run logs no
+    epochs (its best_top1 stays empty), so its result's. Either falls back on the other (as `eca runs`)."""
+    if command == "fit":
+        return best_top1 if best_top1 is not None else result_top1
+    return result_top1 if result_top1 is not None else best_top1
+
+
+# Each task's section title on the pages, in the order they are shown.
+TASK_TITLES = {"classification": "classification", "detection": "object detection (box AP, Table 5)",
+               "instance_segmentation": "instance segmentation (mask AP, Table 6)"}  # fmt: skip
+
+
+def task_title(task: str, dataset: str) -> str:
+    """"ImageNet classification", "COCO 2017 object detection (box AP, Table 5)"."""
+    return f"{dataset_name(dataset)} {TASK_TITLES.get(task, task.replace('_', ' '))}"
+
+
+def decimals(metric: str) -> int:
+    """As the paper prints them: top-1 and top-5 with two decimals, COCO AP (Tables 5 and 6) with one."""
+    return 1 if metric.startswith(("box_", "mask_")) else 2
+
+
+def fmt_value(value: float | None, metric: str = "top1") -> str:
+    """A metric's value as the paper prints it (decimals); a dash for none."""
+    return "-" if value is None else f"{value:.{decimals(metric)}f}"
 
 
 @dataclass(frozen=True)

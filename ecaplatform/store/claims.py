@@ -17,14 +17,19 @@ import yaml
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from ecaplatform.paper import paper_result
+from ecaplatform.paper import paper_number
 from ecaplatform.store.database import session_scope, upsert
 from ecaplatform.store.schema import Claim
 
 CLAIMS_ENV_VAR = "ECA_CLAIMS_FILE"
 CLAIMS_FILE_NAME = "eca_net.yaml"
 # The metrics a claim of each task can name: the names its results' `metrics` carry.
-TASK_METRICS: dict[str, tuple[str, ...]] = {"classification": ("top1", "top5")}
+_AP = ("ap", "ap50", "ap75", "aps", "apm", "apl")  # COCOeval's first six stats, percent
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("top1", "top5"),
+    "detection": tuple(f"box_{s}" for s in _AP),  # Table 5
+    "instance_segmentation": tuple(f"mask_{s}" for s in _AP),  # Table 6
+}
 METRICS = tuple(dict.fromkeys(name for names in TASK_METRICS.values() for name in names))
 REQUIRED_FIELDS = (
     "id", "paper", "model", "task", "dataset", "split", "expected_samples", "expected_classes", "metric", "tolerance",
@@ -101,11 +106,11 @@ def read_claims(path: Path | None = None) -> list[dict[str, Any]]:
         if claim["id"] in seen:
             raise ClaimsFileError(f"{where}: duplicate id")
         seen.add(claim["id"])
-        row = paper_result(claim["model"])
+        row = paper_number(claim["model"], claim["metric"])
         if row is None:
-            raise ClaimsFileError(f"{where}: model {claim['model']!r} has no row in ecaplatform/paper.py (RESULTS)")
-        claim.update(claimed=float(getattr(row, claim["metric"])), backbone=row.backbone, method=row.method,
-                     source=row.source, tolerance=float(tolerance))  # fmt: skip
+            raise ClaimsFileError(f"{where}: ecaplatform/paper.py has no {claim['metric']} for {claim['model']!r}")
+        claim.update(claimed=row.value, backbone=row.backbone, method=row.method, source=row.source,
+                     tolerance=float(tolerance))
         claim.setdefault("label", f"{claim['method']} ({claim['backbone']})")
         claim["public"] = bool(claim.get("public", False))
         claim["position"] = position

@@ -10,7 +10,7 @@ they can be compared image by image rather than as two independent accuracies:
 - McNemar's exact test: under "equally good", each discordant image is B's with probability 1/2, so the two-sided
   p-value is a binomial test on the discordant counts, computed here in exact integer arithmetic (no float underflow
   or cancellation for 50,000 images);
-- per-class top-1 and the classes where the two differ most.
+- per-class top-1 and the classes where the two differ most, by name where the result stored its class names.
 
 Torch-free (numpy and SQLAlchemy): the leaderboard imports it. Reads only.
 """
@@ -18,7 +18,7 @@ Torch-free (numpy and SQLAlchemy): the leaderboard imports it. Reads only.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -148,6 +148,11 @@ class ClassDifference:
     acc_a: float  # top-1 of A on this class's images, percent
     acc_b: float
     images: int
+    class_name: str | None = None  # its folder name where the result stored the names
+
+    @property
+    def label(self) -> str:
+        return self.class_name if self.class_name is not None else str(self.class_index)
 
     @property
     def diff(self) -> float:
@@ -155,14 +160,15 @@ class ClassDifference:
 
 
 def class_differences(a: Outcomes, b: Outcomes, k: int = SHOWN_CLASSES) -> list[ClassDifference]:
-    """The k classes where A's and B's top-1 differ most: largest |B - A| first; ties: more images, lower index."""
+    """The k classes where A's and B's top-1 differ most: largest |B - A| first; ties: more images, lower index.
+    Classes where the two are equal are left out."""
     _check_aligned(a, b)
     acc_a, acc_b = per_class_accuracy(a), per_class_accuracy(b)
     images = np.bincount(a.target, minlength=len(acc_a))
-    present = np.flatnonzero(images > 0)
-    gap = np.abs(acc_b[present] - acc_a[present])
-    # lexsort: last key first; rounding keeps float noise (1/3 vs 2/6) from deciding a tie
-    order = np.lexsort((present, -images[present], -np.round(gap, 9)))[:k]
+    # rounding keeps float noise (1/3 vs 2/6) from deciding a tie or making equal classes differ
+    gap = np.round(np.abs(acc_b - acc_a), 9)
+    present = np.flatnonzero((images > 0) & (gap > 0))
+    order = np.lexsort((present, -images[present], -gap[present]))[:k]  # lexsort: last key first
     return [ClassDifference(int(c), float(acc_a[c]), float(acc_b[c]), int(images[c])) for c in present[order]]
 
 
@@ -180,6 +186,7 @@ class ComparedResult:
     split: str
     fingerprint: dict[str, Any]
     checkpoint_path: str | None
+    class_names: list[str] | None = None  # as the result stored them; None: recorded without
 
 
 @dataclass(frozen=True)
@@ -214,15 +221,22 @@ def _side(result: Result) -> ComparedResult:
         result_id=result.id, run_id=result.run_id, model_name=result.model_name, dataset=result.dataset,
         split=result.split, fingerprint=dict(result.fingerprint or {}),
         checkpoint_path=result.run.checkpoint_path if result.run is not None else None,
+        class_names=list(result.class_names) if result.class_names else None,
     )  # fmt: skip
 
 
 def _outcomes_of(session: Session, side: ComparedResult, samples_evaluated: int) -> Outcomes:
     outcomes = read_outcomes(session, side.result_id)
+    split_size = side.fingerprint.get("num_samples")
     if outcomes is None:
         checkpoint = f" ({side.checkpoint_path})" if side.checkpoint_path else ""
-        raise ComparisonError(f"result {side.result_id} of run {side.run_id} was {NO_OUTCOMES_HINT}{checkpoint}")
-    split_size = side.fingerprint.get("num_samples")
+        which = f"result {side.result_id} of run {side.run_id}"
+        if isinstance(split_size, int) and samples_evaluated != split_size:  # limit_val_batches, or counted twice
+            what = "a partial evaluation" if samples_evaluated < split_size else "an evaluation counting some twice"
+            raise ComparisonError(f"{which} is {what} ({samples_evaluated:,} of {split_size:,} images): per-image "
+                                  "outcomes are kept only for the whole split, each image once; re-run `eca "
+                                  f"validate` on its checkpoint{checkpoint} without limit_val_batches")  # fmt: skip
+        raise ComparisonError(f"{which} was {NO_OUTCOMES_HINT}{checkpoint}")
     if split_size is not None and split_size != outcomes.num_samples:
         # image i is the split's i-th file only when every file was evaluated once
         raise ComparisonError(f"result {side.result_id} of run {side.run_id} counted {samples_evaluated:,} of "
@@ -249,7 +263,10 @@ def compare_results(
         stats = paired_comparison(outcomes_a, outcomes_b, resamples=resamples, seed=seed)
     except ComparisonError as exc:
         raise ComparisonError(f"result {a.result_id} and result {b.result_id}: {exc}") from None
-    return ResultComparison(a=a, b=b, stats=stats, classes=class_differences(outcomes_a, outcomes_b, classes))
+    names = a.class_names or b.class_names or []
+    differences = [replace(c, class_name=str(names[c.class_index])) if c.class_index < len(names) else c
+                   for c in class_differences(outcomes_a, outcomes_b, classes)]  # fmt: skip
+    return ResultComparison(a=a, b=b, stats=stats, classes=differences)
 
 
 def newest_val_result(session: Session, run_id: str) -> int:

@@ -252,25 +252,45 @@ def schema_behind(engine: Engine) -> str | None:
     """For a reader (which never migrates): a one-line message if the store's schema is older than this version
     of ecaplatform reads, else None. A store with no tables yet has nothing to show; one migrated by a newer
     ecaplatform (a revision this one does not know) only adds to what this version reads, so it is read."""
+    current, head = current_revision(engine), head_revision()
+    if current is None or current == head or not is_known_revision(current):
+        return None
+    return (f"the run store {_shown(engine)} is at schema {current}, older than this version of ecaplatform reads "
+            f"({head}); run `eca db upgrade` (or any `eca fit`) to migrate it")
+
+
+def refuse_newer_schema(engine: Engine, current: str | None) -> None:
+    """For a writer: SchemaAhead if the store is at a revision this version does not ship (a newer ecaplatform
+    migrated it). Migrating it is impossible, and writing rows the newer schema expects otherwise could corrupt it."""
+    if current is not None and not is_known_revision(current):
+        raise SchemaAhead(f"the run store {_shown(engine)} is at schema {current}, newer than this version of "
+                          f"ecaplatform knows (its newest is {head_revision()}); upgrade ecaplatform to write to it "
+                          "(`eca runs`, `eca claims` and the leaderboard can still read it)")  # fmt: skip
+
+
+def is_known_revision(revision: str) -> bool:
+    """Whether this version of ecaplatform ships the migration `revision`."""
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
-    current, head = current_revision(engine), head_revision()
-    if current is None or current == head:
-        return None
     try:
-        ScriptDirectory.from_config(alembic_config()).get_revision(current)
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
     except CommandError:
-        return None
+        return False
+
+
+def _shown(engine: Engine) -> str:
     database = engine.url.database or ""  # a read-only SQLite engine opens the file as a `file:` URI
-    shown = unquote(database.removeprefix("file:")) if database.startswith("file:") else display_url(engine.url)
-    return (f"the run store {shown} is at schema {current}, older than this version of ecaplatform reads ({head}); "
-            "run `eca db upgrade` (or any `eca fit`) to migrate it")
+    return unquote(database.removeprefix("file:")) if database.startswith("file:") else display_url(engine.url)
 
 
 class SchemaBehind(StoreError):
     """The store is at an older schema than this version reads: readers say so in one line (a reader never
     migrates; `eca db upgrade` or any `eca fit` does)."""
+
+
+class SchemaAhead(StoreError):
+    """The store is at a newer schema than this version knows: a writer refuses it in one line (readers read it)."""
 
 
 _engines_with_tables: weakref.WeakSet[Engine] = weakref.WeakSet()
@@ -436,6 +456,7 @@ def upgrade(engine: Engine | None = None, revision: str = "head") -> str | None:
     from alembic import command
 
     engine = engine or Store.from_env().engine()
+    refuse_newer_schema(engine, current_revision(engine))
     with engine.connect() as connection:
         command.upgrade(alembic_config(connection), revision)
         connection.commit()

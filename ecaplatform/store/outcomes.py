@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.orm import Session
 
-from ecaplatform.store.schema import ResultOutcome
+from ecaplatform.store.schema import ResultOutcome, percent
 
 
 class OutcomesError(ValueError):
@@ -54,11 +54,11 @@ class Outcomes:
 
     @property
     def top1_percent(self) -> float:
-        return 100.0 * float(self.top1.mean()) if self.num_samples else float("nan")
+        return percent(int(self.top1.sum()), self.num_samples) if self.num_samples else float("nan")
 
     @property
     def top5_percent(self) -> float:
-        return 100.0 * float(self.top5.mean()) if self.num_samples else float("nan")
+        return percent(int(self.top5.sum()), self.num_samples) if self.num_samples else float("nan")
 
     def check_against(self, top1: float | None, top5: float | None, samples_evaluated: int) -> None:
         """Raise OutcomesError unless these outcomes are the result's own: the same number of images, and the

@@ -5,6 +5,12 @@ Conventions every writer and reader relies on:
   classification. Accuracies are percentages, as the paper prints them (77.48, not 0.7748). Its `top1` and `top5`
   columns repeat those two for the ecaplatform versions before `metrics`, which read stores migrated since
   (`Result.metric_values` reads the results such a version writes into one).
+- A result's `counts` keep its proportions exactly ({"top1": {"correct": 80, "evaluated": 203}}) and
+  `Result.metric_values`, the one accessor every reader uses, derives their percentages from them (100 * 80 / 203,
+  not a float32's 39.4088668823). A metric that is no proportion (detection's box AP) has no count, and neither
+  has a result an ecaplatform before counts wrote: their value is the one in `metrics`.
+- A result's `class_names` are its data set's class names in class-index order (ImageFolder: the sorted folder
+  names); NULL where the data module cannot say (readers then name classes by index).
 - A run's `status` is one of RUN_STATUSES; `queued` exists only for SLURM submissions not yet started.
   A `running` run whose `heartbeat_at` is too old is shown as `lost` (its process died without recording an
   end); that is derived when the store is read (tracking.verification.run_status), never stored.
@@ -41,6 +47,11 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "interrupted")
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def percent(correct: int, evaluated: int) -> float:
+    """correct of evaluated in percent, rounded once (integer product, correctly rounded division)."""
+    return 100 * int(correct) / int(evaluated)
 
 
 class Base(DeclarativeBase):
@@ -149,17 +160,25 @@ class Result(Base):
     samples_evaluated: Mapped[int] = mapped_column(Integer)
     fingerprint: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     pipeline: Mapped[str | None] = mapped_column(String(32), nullable=True)  # "torchvision", "dali-gpu", ...
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # {"top1": {"correct", "evaluated"}}
+    # ["n01440764", ...] (NULL: unknown); deferred: a thousand names per result that listings and claims never read
+    class_names: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="results")
 
     @property
     def metric_values(self) -> dict[str, float]:
-        """Its metrics by name. A result that an older ecaplatform wrote into a store migrated since (a run started
-        before the upgrade) has only the top1/top5 columns, all that version knew."""
+        """Its metrics by name, a proportion's exactly from its counts. A result that an older ecaplatform wrote
+        into a store migrated since (a run started before the upgrade) has only the top1/top5 columns, all that
+        version knew."""
         if self.metrics:
-            return dict(self.metrics)
-        return {name: value for name, value in (("top1", self.top1), ("top5", self.top5)) if value is not None}
+            values = dict(self.metrics)
+        else:
+            values = {name: value for name, value in (("top1", self.top1), ("top5", self.top5)) if value is not None}
+        for name, count in (self.counts or {}).items():
+            values[name] = percent(count["correct"], count["evaluated"])
+        return values
 
 
 class ResultOutcome(Base):

@@ -9,7 +9,8 @@ within the claim's tolerance of the claimed value (or better). Anything else is 
 
 Also here, because a claim's Running depends on it: how a run's status is shown. A `running` run whose process
 stopped beating (killed by kill -9 or the OOM killer, a lost node) is `lost`; `run_status` (one run) and
-`run_status_expression` (SQL, for listing and filtering) are the one definition every reader uses.
+`run_status_expression` (SQL, for listing and filtering) are the one definition every reader uses. A claim is
+Running only while such a live run could still qualify for it (`live_claims`: its model, data set and split).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from ecaplatform.store.pipelines import REFERENCE_PIPELINE, VERIFYING_PIPELINES
 from ecaplatform.store.schema import RUN_STATUSES, Claim, Result, Run, utcnow
+from ecaplatform.store.slurm_states import ended_runs
 
 VERIFIED = "Verified"
 NOT_REPRODUCED = "Not reproduced"
@@ -120,7 +123,11 @@ def disqualification(claim: Claim, result: Result, run_status: str | None = "suc
     split_size = fingerprint.get("num_samples")
     if fingerprint.get("dataset") != claim.dataset or fingerprint.get("split") != claim.split:
         return "its dataset fingerprint does not name the claim's dataset and split"
-    if split_size != claim.expected_samples:
+    if not isinstance(split_size, int):
+        return "its dataset fingerprint does not say how many samples its split has"
+    if split_size > claim.expected_samples:
+        return f"larger than the claim's split ({split_size} of {claim.expected_samples} samples)"
+    if split_size < claim.expected_samples:
         return f"a subset: the split it used has {split_size} samples, the claim's has {claim.expected_samples}"
     if fingerprint.get("num_classes") != claim.expected_classes:
         return f"{fingerprint.get('num_classes')} classes, the claim's dataset has {claim.expected_classes}"
@@ -180,13 +187,54 @@ def status_of(
     )
 
 
+# Which split a command's result is on (ecaplatform.training.recorder records it so).
+COMMAND_SPLITS = {"fit": "val", "validate": "val", "test": "test"}
+
+
+def run_dataset(dataset_name: str | None, config: dict[str, Any] | None, claim_dataset: str | None = None,
+                ) -> str | None:  # fmt: skip
+    """The data set a run evaluates on: recorded once it started; before (a queued SLURM job), the data set of the
+    claim its job targets, else its config's data module's name (`ImageNetDataModule` -> imagenet)."""
+    if dataset_name or claim_dataset:
+        return dataset_name or claim_dataset
+    data = (config or {}).get("data")
+    class_path = data.get("class_path") if isinstance(data, dict) else None
+    if isinstance(class_path, str) and class_path:
+        return class_path.rsplit(".", 1)[-1].lower().removesuffix("datamodule") or None
+    return None
+
+
+def could_qualify(claim: Claim, model: str, dataset: str | None, command: str) -> bool:
+    """Whether a run of `model` evaluating on `dataset` with `command` can produce a result for `claim`: the claim's
+    model, data set and split. (COCO's val split is `val2017`: a split named after the command's counts.)"""
+    split = COMMAND_SPLITS.get(command)
+    return model == claim.model and dataset == claim.dataset and split is not None and claim.split.startswith(split)
+
+
+def live_claims(session: Session, claims: Sequence[Claim], *, now: datetime | None = None) -> set[str]:
+    """The ids of the claims that a queued or running (not lost) run could still qualify for: only those are
+    Running. A CPU demo on another data set never holds an ImageNet claim, nor a run whose SLURM job has ended
+    unseen (cancelled while queued, killed over its time limit: SLURM's word, ecaplatform.store.slurm_states)."""
+    active = Run.status.in_(ACTIVE_RUN_STATUSES) & ~lost_condition(now=now)
+    ended = list(ended_runs(session))
+    if ended:
+        active = active & Run.id.not_in(ended)
+    rows = session.execute(
+        select(Run.model_name, Run.dataset_name, Run.command, Run.config, Claim.dataset)
+        .outerjoin(Claim, Claim.id == Run.claim_id)
+        .where(Run.model_name.in_(sorted({claim.model for claim in claims})), active)
+    ).all()  # few: the runs alive right now
+    runs = [(model, run_dataset(dataset, config, target), command) for model, dataset, command, config, target in rows]
+    return {claim.id for claim in claims if any(could_qualify(claim, *run) for run in runs)}
+
+
 def display_order(claims: Iterable[Claim]) -> list[Claim]:
     """The order claims are shown in everywhere: the public ones first, then by position and id."""
     return sorted(claims, key=lambda c: (not c.public, c.position or 0, c.id))
 
 
 def evaluate_claims(session: Session, claims: Sequence[Claim] | None = None) -> list[ClaimStatus]:
-    """Every claim's status (all of the store's claims, in display order, unless `claims` is given), with two
+    """Every claim's status (all of the store's claims, in display order, unless `claims` is given), with three
     queries whatever the number of runs."""
     if claims is None:
         claims = display_order(session.scalars(select(Claim)))
@@ -195,6 +243,7 @@ def evaluate_claims(session: Session, claims: Sequence[Claim] | None = None) -> 
         return []
 
     now = utcnow()  # one moment for the whole answer
+    live = live_claims(session, claims, now=now)
     shown = run_status_expression(now=now)
     candidates: dict[str, list[tuple[Result, str | None]]] = defaultdict(list)
     rows = session.execute(
@@ -203,7 +252,4 @@ def evaluate_claims(session: Session, claims: Sequence[Claim] | None = None) -> 
     for result, status in rows:
         candidates[result.model_name].append((result, status))
 
-    # A lost run is running no more: it must not hold its claims on Running.
-    active = Run.status.in_(ACTIVE_RUN_STATUSES) & ~lost_condition(now=now)
-    active_models = set(session.scalars(select(Run.model_name).where(Run.model_name.in_(models), active).distinct()))
-    return [status_of(claim, candidates[claim.model], claim.model in active_models) for claim in claims]
+    return [status_of(claim, candidates[claim.model], claim.id in live) for claim in claims]

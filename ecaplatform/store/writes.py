@@ -8,7 +8,7 @@ its submitter and a re-sent epoch never race between reading a row and inserting
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, update
@@ -16,10 +16,14 @@ from sqlalchemy import Engine, func, or_, update
 from ecaplatform.store.claims import ensure_claims
 from ecaplatform.store.database import session_scope, upsert
 from ecaplatform.store.outcomes import Outcomes, encode
-from ecaplatform.store.schema import EpochMetric, Result, ResultOutcome, Run, utcnow
+from ecaplatform.store.schema import EpochMetric, Result, ResultOutcome, Run, percent, utcnow
 
 TERMINAL_STATUSES = ("succeeded", "failed", "interrupted")
 ERROR_MAX_CHARS = 4000
+PROPORTIONS = ("top1", "top5")  # metrics that are a share of the evaluated samples: stored as exact counts
+# A float32 percentage (torchmetrics') is within ~1.2e-7 of its share relatively, so its count is off by at most
+# n * 1.2e-7 images: round() recovers it exactly for millions of images. A value further from any count is none.
+COUNT_TOLERANCE = 1e-6
 NEW_RUN_DEFAULTS = {"job_name": "unnamed", "command": "fit", "model_name": "unknown", "status": "running"}
 
 
@@ -88,6 +92,14 @@ def record_epoch_metrics(engine: Engine, run_id: str, epoch: int, step: int, met
     return len(values)
 
 
+def count_of(value: float, evaluated: int) -> int | None:
+    """How many of `evaluated` samples `value` percent of them is, or None where it is no whole number of them."""
+    share = value * evaluated / 100
+    correct = round(share)
+    fits = evaluated > 0 and 0 <= correct <= evaluated and abs(share - correct) <= COUNT_TOLERANCE * evaluated
+    return correct if fits else None
+
+
 def add_result(
     engine: Engine,
     run_id: str,
@@ -103,20 +115,28 @@ def add_result(
     loss: float | None = None,
     pipeline: str | None = None,
     outcomes: Outcomes | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> int:
     """Store a final evaluation and return its id. `metrics` are its values by name, the names claims use
     (`top1`/`top5` are classification's two, percent; missing and non-finite values are left out). `pipeline` is
     the input pipeline that produced its batches (ecaplatform.store.pipelines.PIPELINES); None when the data module
     does not say. `outcomes`, the per-image outcomes, are stored with it in the same transaction once they agree
-    with the result to the image (OutcomesError otherwise, and nothing is stored)."""
-    values = _finite({"top1": top1, "top5": top5, **(metrics or {})})
+    with the result to the image (OutcomesError otherwise, and nothing is stored). The PROPORTIONS are kept as
+    exact counts (the outcomes', else read back from the percentage) and stored percentages derive from them.
+    `class_names`: class i's name, for readers that list classes."""
+    values, n = _finite({"top1": top1, "top5": top5, **(metrics or {})}), int(samples_evaluated)
+    counts = {name: count_of(values[name], n) for name in PROPORTIONS if name in values}
     if outcomes is not None:
-        outcomes.check_against(values.get("top1"), values.get("top5"), int(samples_evaluated))
+        outcomes.check_against(values.get("top1"), values.get("top5"), n)
+        counts.update({name: int(getattr(outcomes, name).sum()) for name in counts})
+    exact = {name: {"correct": count, "evaluated": n} for name, count in counts.items() if count is not None}
+    values.update({name: percent(c["correct"], n) for name, c in exact.items()})
     with session_scope(engine) as session:
         result = Result(
             run_id=run_id, model_name=model_name, dataset=dataset, split=split, metrics=values,
-            top1=values.get("top1"), top5=values.get("top5"), loss=loss, samples_evaluated=int(samples_evaluated),
-            fingerprint=dict(fingerprint), pipeline=pipeline,
+            top1=values.get("top1"), top5=values.get("top5"), loss=loss, samples_evaluated=n,
+            fingerprint=dict(fingerprint), pipeline=pipeline, counts=exact or None,
+            class_names=[str(name) for name in class_names] if class_names is not None else None,
         )  # fmt: skip
         session.add(result)
         session.flush()

@@ -24,7 +24,14 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt, restricted_number_type
+from jsonargparse.typing import (
+    ClosedUnitInterval,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    restricted_number_type,
+)
 from torch import nn
 from torch.optim import lr_scheduler
 from torchmetrics import SumMetric
@@ -92,22 +99,34 @@ class SGD:
 @dataclass(frozen=True)
 class LRSchedule:
     """`model.schedule`, in epochs, applied per optimizer step. kind: step (x step_gamma every step_size epochs;
-    ResNets: x0.1 every 30), exponential (x exp_gamma every epoch; MobileNetV2: x0.98), cosine (to min_lr_factor x
-    lr at the end of the run) or constant. A warm-up, where asked for, ramps linearly from warmup_start_factor x lr
-    over warmup_epochs (fractions of an epoch allowed) and the main schedule starts after it."""
+    ResNets: x0.1 every 30), multistep (x step_gamma after each of `milestones`; detection 1x: 8 and 11),
+    exponential (x exp_gamma every epoch; MobileNetV2: x0.98), cosine (to min_lr_factor x lr at the end of the run)
+    or constant. A warm-up, where asked for, ramps linearly from warmup_start_factor x lr over warmup_epochs
+    (fractions of an epoch allowed) or warmup_steps, and the main schedule starts after it; multistep's, as
+    MMDetection's, overlays its first steps instead."""
 
-    kind: Literal["step", "exponential", "cosine", "constant"] = "step"
+    kind: Literal["step", "multistep", "exponential", "cosine", "constant"] = "step"
     step_size: PositiveInt = 30
     step_gamma: PositiveFloat = 0.1
     exp_gamma: PositiveFloat = 0.98
+    milestones: tuple[PositiveInt, ...] = ()  # multistep: x step_gamma after each of these epochs (detection 1x)
     warmup_epochs: NonNegativeFloat = 0.0
+    warmup_steps: NonNegativeInt = 0  # a warm-up in optimizer steps (MMDetection's 500), instead of epochs
     warmup_start_factor: StartFactor = 0.1
     min_lr_factor: ClosedUnitInterval = 0.0
 
     def scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
                   total_steps: int) -> lr_scheduler.LRScheduler:  # fmt: skip
         """torch schedulers for `optimizer`, stepped once per optimizer step (`total_steps`: the run's, for cosine)."""
-        warmup_steps = round(self.warmup_epochs * steps_per_epoch)
+        warmup_steps = self.warmup_steps or round(self.warmup_epochs * steps_per_epoch)
+        if self.kind == "multistep":  # MMDetection's: the warm-up overlays the first steps; milestones count from 0
+            bounds, start = [m * steps_per_epoch for m in self.milestones], self.warmup_start_factor
+
+            def factor(step: int) -> float:
+                warm = 1 - (1 - start) * (1 - step / warmup_steps) if step < warmup_steps else 1.0
+                return warm * self.step_gamma ** sum(step >= b for b in bounds)
+
+            return lr_scheduler.LambdaLR(optimizer, factor)
         if self.kind == "step":
             main = lr_scheduler.StepLR(optimizer, step_size=self.step_size * steps_per_epoch, gamma=self.step_gamma)
         elif self.kind == "exponential":

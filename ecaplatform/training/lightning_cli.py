@@ -74,7 +74,11 @@ def config_chain(path: str | os.PathLike[str]) -> list[Path]:
             raise CLIConfigError(f"{current}: no such config file") from None
         except yaml.YAMLError as err:
             raise CLIConfigError(f"{current}: not valid YAML: {err}".replace("\n", " ")) from None
-        base = document.get("extends") if isinstance(document, dict) else None
+        if not isinstance(document, dict):  # jsonargparse would say only "Unexpected config"
+            found = "is empty" if document is None else f"holds a YAML {type(document).__name__}, not a mapping"
+            raise CLIConfigError(f"{current}: the config file {found}; expected a mapping of sections (job:, model:, "
+                                 "data:, trainer:), as in jobs/demo_cpu.yaml")
+        base = document.get("extends")
         current = (current.parent / base) if base else None
     return chain
 
@@ -106,8 +110,10 @@ def check_ckpt_file(path: str, model: Any, trust_hparams: bool = False) -> None:
 
     checkpoint = read_checkpoint(path)  # weights_only: a file that would run code is refused here, in one line
     if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
-        raise CLIConfigError(f"--ckpt_path {path} is not a Lightning checkpoint written by `eca fit`; released "
-                             "weights (.pth.tar) go in --model.checkpoint")
+        what = f"a dict with keys {list(checkpoint)[:4]}" if isinstance(checkpoint, dict) else \
+            f"a {type(checkpoint).__name__}"
+        raise CLIConfigError(f"--ckpt_path {path} is not a Lightning checkpoint written by `eca fit` (it holds "
+                             f"{what}); released weights (.pth.tar) go in --model.checkpoint")
     saved = checkpoint.get("hyper_parameters") or {}
     if "lr" in saved and "optimizer" not in saved:  # flat settings: what ImageClassifier took before SGD/LRSchedule
         raise CLIConfigError(f"--ckpt_path {path} holds an older ecaplatform's flat optimizer settings (model.lr, "
@@ -119,6 +125,72 @@ def check_ckpt_file(path: str, model: Any, trust_hparams: bool = False) -> None:
                              "of the job's model, or pass --trust_ckpt_hparams true to score the checkpoint's own")
 
 
+def job_model_name(args: Sequence[str]) -> str | None:
+    """The model a command line names: its config files' `model.model_name` (last wins), then --model.model_name."""
+    name, words = None, expand_config_args(list(args))
+    for i, word in enumerate(words):
+        value = words[i + 1] if i + 1 < len(words) and "=" not in word else word.partition("=")[2]
+        if word.partition("=")[0] == "--config":
+            try:
+                model = (yaml.safe_load(Path(value).read_text()) or {}).get("model") or {}
+            except (OSError, AttributeError, yaml.YAMLError):  # the parser will say what is wrong with the file
+                continue
+            model = model.get("init_args", model) if isinstance(model, dict) else {}
+            name = model.get("model_name", name) if isinstance(model, dict) else name
+        elif word.partition("=")[0] == "--model.model_name":
+            name = value
+    return name if isinstance(name, str) else None
+
+
+def module_class_for(args: Sequence[str]) -> type[Any]:
+    """ObjectDetector where the job's model is a registered detector, else ImageClassifier: the model's name says
+    its task, so a job file needs no class_path."""
+    from ecaplatform.models.registry import get_model_info
+
+    name = job_model_name(args)
+    try:
+        task = get_model_info(name).task if name else "classification"
+    except (KeyError, ValueError):  # an unknown name: the classifier's parser says so, with the known names
+        task = "classification"
+    if task == "classification":
+        return ImageClassifier
+    from ecaplatform.training.detector import ObjectDetector
+
+    return ObjectDetector
+
+
+def accelerator_problem(config: Any) -> str | None:
+    """Why a job that asks for CUDA (`trainer.accelerator: gpu`, DALI's gpu decoding) cannot run on this machine
+    (no CUDA GPU, or fewer than it asks for), naming the overrides that run it here; None where it can. Lightning's
+    and DALI's own answers are long tracebacks."""
+    import torch
+
+    trainer, found = config.get("trainer") or {}, torch.cuda.device_count()  # a parsed Namespace or a plain dict
+    accelerator, devices = trainer.get("accelerator"), trainer.get("devices")
+    data = config.get("data")
+    init = (data.get("init_args") or data) if hasattr(data, "get") else {}
+    dali_gpu = init.get("backend") == "dali" and init.get("dali_device") == "gpu"
+    gpu_trainer = accelerator in ("gpu", "cuda")
+    if found and gpu_trainer and isinstance(devices, int) and devices > found:
+        return (f"trainer.devices is {devices} but this machine has {found} GPU(s): pass --trainer.devices {found} "
+                "(the global batch size stays data.batch_size), or `eca submit` the job to a node with enough")
+    if found or not (gpu_trainer or dali_gpu):
+        return None
+    asks, overrides = [], []
+    if gpu_trainer:
+        asks.append(f"trainer.accelerator: {accelerator} ({devices} device(s))")
+        overrides += ["--trainer.accelerator cpu", "--trainer.devices 1"]
+        if str(trainer.get("strategy")) not in ("auto", "None"):
+            overrides.append("--trainer.strategy auto")
+        if str(trainer.get("precision")) not in ("32", "32-true", "None"):
+            overrides.append("--trainer.precision 32-true")
+    if dali_gpu:
+        asks.append("data backend dali with dali_device: gpu")
+        overrides.append("--data.init_args.backend torchvision")
+    return (f"the job asks for {' and '.join(asks)} but this machine has no CUDA GPU; to run it on the CPU add "
+            f"{' '.join(overrides)}, or `eca submit` it to a GPU node")
+
+
 def batch_size_of(batch: Any) -> int:
     """Images in an (images, targets) batch, for ThroughputMonitor."""
     return len(batch[1])
@@ -128,11 +200,13 @@ class EcaLightningCLI(LightningCLI):
     """`args` start with the subcommand; with `check` (a subcommand) they do not: the classes are built as that
     subcommand would build them (its arguments, e.g. --ckpt_path, included) and nothing runs (`run=False`)."""
 
-    def __init__(self, args: list[str], check: str | None = None) -> None:
+    def __init__(self, args: list[str], check: str | None = None, data_here: bool = True) -> None:
         self.check = check
+        self.data_here = data_here  # False: a check away from the data (`eca submit` to SLURM) counts no classes
+        self.data_unseen: str | None = None  # why such a check could not count them (checked on the node instead)
         self.run: RunIdentity | None = None  # decided in before_instantiate_classes
         super().__init__(
-            model_class=ImageClassifier,
+            model_class=module_class_for(args),
             datamodule_class=ClassificationDataModule,
             subclass_mode_data=True,
             seed_everything_default=0,
@@ -163,10 +237,15 @@ class EcaLightningCLI(LightningCLI):
         # Built in instantiate_trainer, so that `trainer.enable_checkpointing: false` can leave it out.
         parser.add_class_arguments(ModelCheckpoint, "checkpoint", instantiate=False)
         parser.set_defaults(CHECKPOINT_DEFAULTS)
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        if self.model_class is not ImageClassifier:  # a detector: its first metric (box AP) picks the best epoch
+            parser.set_defaults({"checkpoint.monitor": "val_box_ap"})
+        parser.link_arguments("data", "model.num_classes", compute_fn=self._num_classes, apply_on="instantiate")
         parser.add_argument("--trust_ckpt_hparams", type=bool, default=False,
                             help="score --ckpt_path's own model (its saved model_name, model_kwargs) even where the "
                                  "job names another; by default such a checkpoint is refused")
+        parser.add_argument("--force", type=bool, default=False, nargs="?", const=True,
+                            help="start a run although the store says another process runs it now (its heartbeat "
+                                 "is fresh); by default that is refused")  # fmt: skip
         if self.check:  # what LightningCLI adds to the subcommand's parser: the Trainer method's own arguments
             parser.add_method_arguments(Trainer, self.check, skip=set(self.subcommands()[self.check]))
 
@@ -174,7 +253,8 @@ class EcaLightningCLI(LightningCLI):
         super().parse_arguments(parser, expand_config_args(args) if isinstance(args, list) else args)
         # Before Lightning reads --ckpt_path (it would replace the job's model with the checkpoint's, silently).
         config = self.config.get(self.config.get("subcommand") or "", self.config)
-        if config.get("ckpt_path") and Path(config.ckpt_path).is_file():
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and (Path(ckpt_path).is_file() or Path(ckpt_path).is_dir() and ckpt_path not in ("last", "best")):
             check_ckpt_file(config.ckpt_path, config.model, trust_hparams=config.trust_ckpt_hparams)
 
     # --- before anything is built: fill run-specific defaults, refuse what cannot work ----------------------------
@@ -193,13 +273,18 @@ class EcaLightningCLI(LightningCLI):
             check_identifier(config.job.name, "job.name", JOB_NAME_MAX_CHARS)  # it names the job's folder
             verification.heartbeat_timeout_s()  # a bad ECA_HEARTBEAT_TIMEOUT_S fails now, not in a thread
             # Lightning knows "best" only inside the fit that produced it, and its "last" would search one folder.
+            model = None if config.trust_ckpt_hparams else {key: config.model.get(key) for key in ARCHITECTURE_HPARAMS}
             self.run = identify(self.command, config.job.name, config.trainer.default_root_dir, ckpt_path,
-                                config.get("from_run"), config.checkpoint.dirpath)  # fmt: skip
+                                config.get("from_run"), config.checkpoint.dirpath, model, bool(config.get("force")))
         except ValueError as err:
             raise CLIConfigError(str(err)) from None
         if self.run.taken_from is not None:  # last|best: an existing file
             config.ckpt_path = self.run.ckpt_path
-            check_ckpt_file(config.ckpt_path, config.model, trust_hparams=config.trust_ckpt_hparams)
+            try:
+                check_ckpt_file(config.ckpt_path, config.model, trust_hparams=config.trust_ckpt_hparams)
+            except (CLIConfigError, CheckpointError) as err:  # the file found is no use: another run's may be
+                raise CLIConfigError(f"--ckpt_path {ckpt_path} ({self.run.taken_from}): {err}; or name another run "
+                                     "with --from_run <id>") from None  # fmt: skip
             if not self.check:  # `eca submit` says which run it continues itself
                 rank_zero_print(f"eca {self.command}: --ckpt_path {ckpt_path}: "
                                 f"{self.run.taken_from}: {config.ckpt_path}")
@@ -212,11 +297,23 @@ class EcaLightningCLI(LightningCLI):
                 "it refuses to evaluate randomly initialised weights"
             )
 
+    def _num_classes(self, data: ClassificationDataModule) -> int:
+        """The data's class count; a check away from the data builds the model with ImageNet's 1000 instead (the
+        head of the released weights): its name and settings are checked all the same."""
+        try:
+            return data.num_classes
+        except DataError as err:
+            if self.data_here:
+                raise
+            self.data_unseen = str(err)
+            return 1000
+
     def resolved_config(self) -> dict[str, Any]:
         """The subcommand's config as plain data, as --print_config shows it, with the linked num_classes."""
         dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         dumped = dumped[self.subcommand] if self.subcommand else dumped
-        dumped["model"]["num_classes"] = self.model.hparams.num_classes
+        dumped["model"]["num_classes"] = None if self.data_unseen else self.model.hparams.num_classes
+        dumped.pop("force", None)  # how a start was allowed, not what the run computes: never in its recipe
         return dumped
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer | None:
@@ -228,6 +325,8 @@ class EcaLightningCLI(LightningCLI):
         """
         if self.check or self.run is None:
             return None
+        if problem := accelerator_problem(self._section(self.config)):  # after the data's own errors, if any
+            raise CLIConfigError(problem)
         from ecaplatform.training.integration import tracking_for_run
 
         config = self.config_init[self.subcommand]
@@ -314,10 +413,11 @@ def checkpoint_callbacks(options: dict[str, Any], default_dirpath: str) -> list[
     return callbacks
 
 
-def check_job(config_path: str | os.PathLike[str], subcommand: str,
-              overrides: Sequence[str] = ()) -> tuple[JobSpec, dict[str, Any]]:
+def check_job(config_path: str | os.PathLike[str], subcommand: str, overrides: Sequence[str] = (),
+              data_here: bool = True) -> tuple[JobSpec, dict[str, Any], str | None]:
     """Parse a job for `subcommand` and build its model and data module as `eca <subcommand>` would, then stop.
-    Returns the job section and the resolved config (as --print_config shows it).
+    Returns the job section, the resolved config (as --print_config shows it) and, where `data_here` is False, why
+    the data could not be read here (None: it could; its model.num_classes is then None in the config).
 
     Raises one of USER_ERRORS or CLIConfigError with a message fit for one line (see `user_message`).
     """
@@ -325,8 +425,8 @@ def check_job(config_path: str | os.PathLike[str], subcommand: str,
         raise CLIConfigError(f"unknown subcommand {subcommand!r}; use one of {', '.join(COMMANDS)}")
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     try:
-        cli = EcaLightningCLI(args=["--config", str(config_path), *overrides], check=subcommand)
-        return cli.config_init.job, cli.resolved_config()
+        cli = EcaLightningCLI(args=["--config", str(config_path), *overrides], check=subcommand, data_here=data_here)
+        return cli.config_init.job, cli.resolved_config(), cli.data_unseen
     except Exception as err:
         raise (find_user_error(err) or err) from None
 

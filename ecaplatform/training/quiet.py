@@ -19,6 +19,17 @@ _LEAFSPEC = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 # (salloc/sbatch) where the user forgot srun; `eca submit` writes srun into its batch scripts itself.
 _SRUN_HINT = r"The `srun` command is available on your system but is not used"
 
+# Under DDP Lightning advises `sync_dist=True` for every tensor logged per epoch. ImageClassifier's epoch metrics come
+# from torchmetrics' compute(), which has already summed counts over all ranks: each rank logs the same exact number,
+# and sync_dist would only average those equal numbers again. Only these names are meant; any other metric keeps it.
+_SYNC_DIST_ADVICE = (r"It is recommended to use `self.log\('(train|val|test)_(top1|top5|loss|samples)', \.\.\., "
+                     r"sync_dist=True\)`")
+
+# W&B prints three info lines on every run (offline syncing, where its files are, `wandb leet`) although the
+# logger asks for Settings(quiet=True); `eca fit` prints the run's W&B folder itself. show_info=False drops only
+# W&B's info lines (its warnings and errors still show); WANDB_SHOW_INFO=true in the environment brings them back.
+_WANDB_INFO = ("WANDB_SHOW_INFO", "false")
+
 # Advertisements Lightning logs at INFO on every fit, through the logger of all its rank-zero info lines (which
 # stay): lightning.pytorch's, or lightning.fabric's where only Fabric is imported.
 _TIP_PREFIX = "💡 Tip:"
@@ -39,6 +50,8 @@ def srun_hint_helps() -> bool:
 def silence_known_noise() -> None:
     """Install the filters above (idempotent: warnings and logging keep one copy of each)."""
     warnings.filterwarnings("ignore", message=_LEAFSPEC, category=FutureWarning)
+    warnings.filterwarnings("ignore", message=_SYNC_DIST_ADVICE)
+    os.environ.setdefault(*_WANDB_INFO)  # in the environment: DDP's processes and W&B's service inherit it
     if not srun_hint_helps():
         warnings.filterwarnings("ignore", message=_SRUN_HINT)
     for name in _RANK_ZERO_LOGGERS:

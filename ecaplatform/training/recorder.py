@@ -66,6 +66,27 @@ def _fingerprint(datamodule: Any, split: str) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
+def class_names(datamodule: Any, fingerprint: Mapping[str, Any]) -> list[str] | None:
+    """The data module's class names in class-index order (ImageFolder's sorted folder names), or None where it
+    has none or they do not match the fingerprint's class count."""
+    names = getattr(datamodule, "classes", None)
+    if not isinstance(names, (list, tuple)) or len(names) != fingerprint.get("num_classes"):
+        return None
+    return [str(name) for name in names]
+
+
+def result_metric_names(pl_module: Any) -> tuple[str, ...]:
+    """The metrics a module's results carry (logged as `<split>_<name>`): the detector's box/mask AP, else top-1/5."""
+    return tuple(getattr(pl_module, "result_metric_names", None) or ("top1", "top5"))
+
+
+def weights_source(pl_module: Any) -> dict[str, Any]:
+    """What a module's weights started from, where it says (the detector: its ImageNet backbone file and sha256, or
+    the released detector), kept with the run's config as its provenance."""
+    source = getattr(pl_module, "weights_source", None)
+    return {"weights_source": provenance.jsonable(source)} if source else {}
+
+
 def _guarded(what: str, read: Callable[[], Any]) -> Any:
     """read(), or None where it raises: what a data module or module cannot say must not lose a result."""
     try:
@@ -116,7 +137,8 @@ class RunRecorder(pl.Callback):
         self.status.start(
             job_name=self.job.name, claim_id=self.job.claim, command=self.command,
             model_name=self._model_name(pl_module), dataset_name=getattr(trainer.datamodule, "dataset_name", None),
-            git_commit=commit, git_dirty=dirty, config=self.config, config_hash=provenance.config_hash(self.config),
+            git_commit=commit, git_dirty=dirty, config_hash=provenance.config_hash(self.config),
+            config={**self.config, **weights_source(pl_module)},
             versions=provenance.library_versions(), host=provenance.hostname(), accelerator=accelerator[:64],
             num_nodes=trainer.num_nodes, world_size=trainer.world_size, **self.store.wandb_fields(),
         )  # fmt: skip
@@ -138,7 +160,7 @@ class RunRecorder(pl.Callback):
         self._add_result(trainer, pl_module, "test")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if "val_top1" in trainer.callback_metrics:
+        if f"val_{result_metric_names(pl_module)[0]}" in trainer.callback_metrics:
             self._add_result(trainer, pl_module, "fit")  # the final validation of the trained model
 
     def _add_result(self, trainer: pl.Trainer, pl_module: pl.LightningModule, command: str) -> None:
@@ -146,6 +168,8 @@ class RunRecorder(pl.Callback):
             return
         split, datamodule = RESULT_SPLITS[command], trainer.datamodule
         metrics = finite(trainer.callback_metrics)
+        exact = getattr(pl_module, "eval_metrics", None)  # a module's own full-precision values, where it keeps them
+        metrics.update(finite(exact(split)) if callable(exact) else {})
         fingerprint = _fingerprint(datamodule, split)
         pipeline = getattr(datamodule, "pipeline", None)
         pipeline = _guarded(f"tell the {split} split's input pipeline", lambda: pipeline(split)) if pipeline else None
@@ -153,9 +177,10 @@ class RunRecorder(pl.Callback):
         fields: dict[str, Any] = dict(
             model_name=self._model_name(pl_module),
             dataset=fingerprint.get("dataset") or getattr(datamodule, "dataset_name", None) or "unknown",
-            split=split, top1=metrics.get(f"{split}_top1"), top5=metrics.get(f"{split}_top5"),
+            split=split, metrics={name: metrics.get(f"{split}_{name}") for name in result_metric_names(pl_module)},
             loss=metrics.get(f"{split}_loss"), samples_evaluated=int(round(samples)) if samples is not None else 0,
             fingerprint=fingerprint, pipeline=str(pipeline)[:32] if pipeline else None,
+            class_names=_guarded(f"tell the {split} split's class names", lambda: class_names(datamodule, fingerprint)),
         )  # fmt: skip
         getter = getattr(pl_module, "eval_outcomes", None)  # ImageClassifier's, from its EvalOutcomes metric
         outcomes = _guarded(f"collect the {split} split's per-image outcomes", lambda: whole_split_outcomes(

@@ -12,7 +12,8 @@ optimizer step complete: the checkpoint is consistent and its barrier pairs with
 Callbacks that want to hear about the requeue (the store's recorder marks the run interrupted) define
 `on_slurm_requeued(trainer, signum)`; it runs on every rank, after the checkpoint is written and SLURM has
 accepted the requeue. The requeued job resumes from that checkpoint (Lightning reads `hpc_ckpt_<n>.ckpt` in the
-run folder), under the same SLURM job id and the same store run.
+run folder; started with `--ckpt_path last`, it takes the further trained of that and last.ckpt, see
+run.identify), under the same SLURM job id and the same store run.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ecaplatform.store.board import fmt_value
 from ecaplatform.store.verification import SHOWN_RUN_STATUSES
 from leaderboard import data, render
-from leaderboard.queries import filter_runs
+from leaderboard.queries import MAX_RUNS, filter_runs
 
 MAX_ROWS_SHOWN = 2000  # the newest matching runs; filters narrow the rest down
 
@@ -33,14 +34,16 @@ datasets = filters[3].multiselect("Dataset", options("dataset"), key="runs_datas
 
 shown = filter_runs(runs, statuses, jobs, models, datasets)
 truncated = f", the newest {MAX_ROWS_SHOWN:,} listed" if len(shown) > MAX_ROWS_SHOWN else ""
-st.caption(f"{len(shown):,} of {len(runs):,} runs{truncated}")
+read = f" (the store's newest {MAX_RUNS:,})" if len(runs) >= MAX_RUNS else ""
+st.caption(f"{len(shown):,} of {len(runs):,} runs{read}{truncated}")
 shown = shown.head(MAX_ROWS_SHOWN).copy()
 shown["run"] = [render.run_href(run_id) for run_id in shown["id"]]
 shown["duration"] = [render.fmt_duration(s) for s in shown["duration_s"]]
+shown["top1"] = [fmt_value(None if v is None or v != v else v) for v in shown["top1"]]  # NaN: none; "-", not None
 
 st.dataframe(
-    shown[["run", "status", "job", "command", "model", "dataset", "best_top1", "duration", "created_at", "commit",
-           "wandb_url", "wandb", "claim"]],
+    shown[["run", "status", "job", "command", "model", "dataset", "top1", "duration", "created_at", "slurm_job_id",
+           "host", "commit", "wandb_url", "wandb", "claim"]],
     hide_index=True,
     width="stretch",
     column_config={
@@ -50,9 +53,12 @@ st.dataframe(
         "command": "Command",
         "model": "Model",
         "dataset": "Dataset",
-        "best_top1": st.column_config.NumberColumn("Best top-1 (%)", format="%.2f"),
+        "top1": st.column_config.TextColumn("Top-1 (%)",
+                                            help="A fit run's best val top-1; another run's result's, as `eca runs`"),
         "duration": "Duration",
-        "created_at": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm"),
+        "created_at": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+        "slurm_job_id": "SLURM job",
+        "host": "Host",
         "commit": "Commit",
         "wandb_url": st.column_config.LinkColumn("W&B", display_text="open"),
         "wandb": "W&B run (path or offline dir)",

@@ -81,6 +81,23 @@ def test_board_validates_against_its_schema_and_equals_eca_claims_json(
     assert board["claims"][0]["id"] == "eca_resnet152-imagenet-top1"  # the claims' display order, public first
 
 
+def test_board_json_is_safe_to_inline_in_a_script_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A claim label that would close a page's <script> block stays a string: `<`, `>`, `&` are \\u escapes."""
+    label = "</script><script>alert(1)</script> & <!--"
+    claims = (REPO_ROOT / "claims" / "eca_net.yaml").read_text()
+    claims = claims.replace("    metric: top1\n", f"    metric: top1\n    label: {json.dumps(label)}\n", 1)
+    (tmp_path / "claims.yaml").write_text(claims)
+    monkeypatch.setenv("ECA_CLAIMS_FILE", str(tmp_path / "claims.yaml"))
+    board, schema = _export(tmp_path / "board", capsys)
+    assert board["claims"][0]["label"] == label and schema == json.loads(json.dumps(schema))
+    for name in ("board.json", "schema.json"):
+        text = (tmp_path / "board" / name).read_text()
+        assert not {"<", ">", "&"} & set(text), name
+    assert "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)" in (tmp_path / "board" / "board.json").read_text()
+
+
 @pytest.mark.parametrize(
     ("break_it", "why"),
     [
@@ -120,7 +137,7 @@ def test_export_without_a_store_lists_every_claim_unverified_and_creates_no_stor
     store_file = Path(os.environ["ECA_DB_URL"].removeprefix("sqlite:///"))
     board, schema = _export(tmp_path / "out", capsys)
     jsonschema.validate(board, schema, cls=jsonschema.Draft202012Validator)
-    assert len(board["claims"]) == 42 and {c["status"] for c in board["claims"]} == {"Unverified"}
+    assert len(board["claims"]) == 66 and {c["status"] for c in board["claims"]} == {"Unverified"}
     assert not store_file.exists()
 
 
@@ -147,7 +164,7 @@ def test_every_badge_is_well_formed_svg_naming_its_status(
         assert root.tag == f"{SVG}svg", claim["id"]
         assert int(root.get("width")) > 0 and int(root.get("height")) == 20
         texts = _badge_texts(root)
-        metric = {"top1": "top-1", "top5": "top-5"}[claim["metric"]]
+        metric = {"top1": "top-1", "top5": "top-5", "box_ap": "box AP", "mask_ap": "mask AP"}[claim["metric"]]
         assert f"{claim['model']} {metric}" in texts, texts
         value = next(t for t in texts if STATUS_TEXT[claim["status"]] in t)  # the value side names the status
         if claim["verified_value"] is not None:

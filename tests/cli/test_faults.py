@@ -19,6 +19,7 @@ from ecaplatform.cli.main import main as eca
 from ecaplatform.models import create_model
 from tests.conftest import REPO_ROOT
 from tests.image_folders import make_imagenet_folder
+from tests.models.test_unreadable_checkpoints import KINDS as UNREADABLE_KINDS
 
 DEMO = REPO_ROOT / "jobs" / "demo_cpu.yaml"
 VERIFY = REPO_ROOT / "jobs" / "verify_eca_resnet18.yaml"
@@ -80,6 +81,13 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 JOB_FILE_FAULTS: dict[str, tuple[Callable[[Path], Path], tuple[str, ...]]] = {
     "missing": (lambda d: d / "nope.yaml", ("nope.yaml", "no such")),
     "not YAML": (lambda d: write_yaml(d / "bad.yaml", "model: [unclosed\n"), ("bad.yaml", "not valid YAML")),
+    "empty": (lambda d: write_yaml(d / "e.yaml", "# nothing yet\n"), ("e.yaml: the config file is empty; expected "
+                                                                     "a mapping of sections (job:, model:",)),
+    "a list": (lambda d: write_yaml(d / "l.yaml", ["fit"]), ("l.yaml: the config file holds a YAML list, not a "
+                                                             "mapping",)),
+    "a number": (lambda d: write_yaml(d / "n.yaml", "42\n"), ("n.yaml: the config file holds a YAML int",)),
+    "extends an empty file": (lambda d: write_yaml(d / "j.yaml", {"extends": str(write_yaml(d / "b.yaml", ""))}),
+                              ("b.yaml: the config file is empty",)),
     "extends a missing base": (lambda d: write_yaml(d / "j.yaml", {"extends": "base.yaml"}), ("base.yaml", "no such")),
     "extends itself": (lambda d: write_yaml(d / "j.yaml", {"extends": "j.yaml"}), ("j.yaml", "loops back")),
     "unknown key": (lambda d: write_yaml(d / "j.yaml", {"extends": str(DEMO), "model": {"learning_rate": 1}}),
@@ -202,6 +210,31 @@ def test_bad_model_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     path = make(tmp_path / "w.pth.tar")
     code = eca(["validate", "--config", str(DEMO), "--model.checkpoint", str(path), *QUIET])
     assert_one_line_refusal(capsys, code, "validate", "cannot build 'eca_resnet18'", *needles)
+
+
+# Each kind of file that is no checkpoint (the reader's own test covers every kind): one line from each command.
+UNREADABLE = ["text", "empty", "a directory", "a zip not torch's", "truncated (legacy format)", "a plain pickle",
+              "torch.save of a list", "a dict without a state dict"]  # fmt: skip
+NOT_LIGHTNING = {"torch.save of a list": "(it holds a list)", "a dict without a state dict": "(it holds a dict with "
+                                                                                           "keys ['epoch'])"}
+
+
+@pytest.mark.parametrize("kind", UNREADABLE)
+@pytest.mark.parametrize("option", ["--ckpt_path", "--model.checkpoint"])
+def test_any_unreadable_file_as_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str,
+                                        option: str) -> None:  # fmt: skip
+    make, words = UNREADABLE_KINDS[kind]
+    make(tmp_path / "x.pth")
+    code = eca(["validate", "--config", str(DEMO), option, str(tmp_path / "x.pth"), *QUIET])
+    words = NOT_LIGHTNING.get(kind, words) if option == "--ckpt_path" else words
+    assert_one_line_refusal(capsys, code, "validate", "x.pth", words)
+
+
+@pytest.mark.parametrize("kind", UNREADABLE_KINDS)
+def test_any_unreadable_file_given_to_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    make, words = UNREADABLE_KINDS[kind]
+    make(tmp_path / "x.pth")
+    assert_one_line_refusal(capsys, eca(["profile", "--checkpoint", str(tmp_path / "x.pth")]), "profile", words)
 
 
 @pytest.mark.slow

@@ -95,7 +95,9 @@ def test_cpu_job_runs_tasks_per_node_and_asks_for_no_gpu(tmp_path: Path) -> None
         (lambda c: c["job"]["resources"].update(nodes="two"), 'Parser key "job.resources.nodes"'),
         (lambda c: c["job"].update(launcher="pbs"), 'Parser key "job.launcher"'),
         (lambda c: c["job"].update(claim="eca_resnet50-imagenet-top3"), "job.claim: 'eca_resnet50-imagenet-top3'"),
-        (lambda c: c["data"]["init_args"].update(root="/no/such/imagenet"), "data root /no/such/imagenet does not"),
+        # Run here, a job needs its data here (a SLURM job's data may be on its nodes: test_submit_slurm_data.py).
+        (lambda c: (c["data"]["init_args"].update(root="/no/such/imagenet"), c["job"].update(launcher="local")),
+         "data root /no/such/imagenet does not"),  # fmt: skip
         (lambda c: c["trainer"].update(devices=2), "trainer.devices is 2 but SLURM would start 4 task(s)"),
         (lambda c: c["trainer"].update(num_nodes=1), "trainer.num_nodes is 1 but job.resources.nodes is 2"),
     ],
@@ -222,6 +224,32 @@ def test_local_submit_records_the_run_then_a_verification_run(
         assert validate.results[0].top1 == pytest.approx(fit.results[0].top1)
 
 
+@pytest.mark.slow
+def test_a_child_that_fails_before_recording_leaves_a_failed_run_and_the_hint_says_what_was_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The check builds no Trainer, so a Trainer setting only the child refuses (as a GPU recipe on a machine
+    without one) fails it before its run is recorded: `eca submit` records the run failed, with what it knows."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_JOB))
+    assert eca(["submit", str(path), "--", "--trainer.strategy", "no_such_strategy"]) != 0
+    out = capsys.readouterr().out
+    run_id = out.split("eca submit: run ")[1].split(":")[0]
+    assert f"`eca runs --show {run_id}` shows what was recorded" in out, out
+    with session_scope(writer_engine()) as session:
+        run = session.get(Run, run_id)
+        assert run is not None and (run.status, run.job_name, run.command, run.model_name, run.claim_id) == (
+            "failed", "tiny-local", "fit", "eca_resnet18", "eca_resnet18-imagenet-top1")  # fmt: skip
+        assert "exited with code 1 before it recorded the run" in run.error and run.ended_at is not None
+    # A store nobody can write: neither the child nor eca submit records anything, and the hint says so.
+    monkeypatch.setenv("ECA_DB_URL", "sqlite:////proc/no-such-folder/runs.db")
+    assert eca(["submit", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1].endswith("exited with 1; nothing was recorded"), captured.out
+    assert "could not record how run" in captured.err and "cannot create the folder /proc/no-such" in captured.err
+
+
 def _tiny_slurm_job(tmp_path: Path) -> Path:
     config = yaml.safe_load(yaml.safe_dump(TINY_JOB))
     config["job"].update(name="tiny-slurm", launcher="slurm", resources={"tasks_per_node": 1})
@@ -300,16 +328,30 @@ def test_a_data_root_given_on_the_command_line_is_the_one_checked(tmp_path: Path
         load_job(_write(tmp_path), overrides=["--data.init_args.root", "/elsewhere"])
 
 
-JOB_FILES = sorted((REPO_ROOT / "jobs").glob("*.yaml"))
+JOB_FILES = sorted(p for p in (REPO_ROOT / "jobs").rglob("*.yaml") if "recipes" not in p.parts)
 
 
-@pytest.mark.parametrize("path", JOB_FILES, ids=[p.stem for p in JOB_FILES])
-def test_every_job_file_of_the_repository_passes_every_check(tmp_path: Path, path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ecaplatform.datamodules.coco_shapes import make_coco_shapes
+
+    return make_coco_shapes(tmp_path_factory.mktemp("coco"), train=4, val=2)
+
+
+JOB_IDS = [str(p.relative_to(REPO_ROOT / "jobs").with_suffix("")) for p in JOB_FILES]
+
+
+@pytest.mark.parametrize("path", JOB_FILES, ids=JOB_IDS)
+def test_every_job_file_of_the_repository_passes_every_check(tmp_path: Path, path: Path, tiny_coco: Path) -> None:
     """Each job as `eca submit` reads it, with ImageNet replaced by a tiny folder of the same layout (so the parse
     gets past the data root to the SLURM checks); a verification job scores a (weights-only) checkpoint instead of
     the released file that is not here. Each SLURM job's check is seen to run: its sbatch script asks for one task
     per device, and the same job with one device more is refused."""
-    overrides = [] if path.stem == "demo_cpu" else ["--data.init_args.root", str(tiny_imagenet(tmp_path))]
+    demo = path.stem.startswith("demo_")  # the CPU demos bring their own data
+    root = tiny_coco if path.parent.name == "coco" else tiny_imagenet(tmp_path)  # same layouts as ImageNet / COCO
+    overrides = [] if demo else ["--data.init_args.root", str(root)]
+    if path.parent.name == "coco" and not path.name.startswith("verify_"):
+        overrides += ["--model.backbone_checkpoint", "null"]  # the ImageNet weights are not here (a warning says so)
     if path.name.startswith("verify_"):
         dummy = tmp_path / "dummy.ckpt"  # shaped like ours (the CLI refuses another model's or a foreign file)
         torch.save({"pytorch-lightning_version": "2.6.0", "state_dict": {},
@@ -320,10 +362,10 @@ def test_every_job_file_of_the_repository_passes_every_check(tmp_path: Path, pat
     check_submission(job)
     assert job.spec.name == path.stem
     model_name = job.config["model"]["model_name"]
-    assert model_name in job.spec.name or path.stem == "demo_cpu"  # the demo trains eca_resnet18
+    assert model_name in job.spec.name or demo  # the demos train eca_resnet18 (and its Faster R-CNN)
     assert job.spec.command == ("validate" if path.name.startswith("verify_") else "fit")
 
-    assert job.spec.launcher == ("local" if path.stem == "demo_cpu" else "slurm")
+    assert job.spec.launcher == ("local" if demo else "slurm")
     if job.spec.launcher != "slurm":
         return
     trainer = job.config["trainer"]

@@ -68,14 +68,14 @@ def test_missing_store_shows_the_four_public_claims_unverified_and_how_to_produc
         row = rows[f"{label}/Top-1 Accuracy"]
         assert row["Claimed"][0] == claimed
         assert row["Status"][0] == "Unverified"
-        assert row["Dataset"][0] == "ImageNet"
+        assert row["Dataset"][0] == "ImageNet val"
         assert row["Verified"][0] == "–"
     assert all(row["Status"][0] == "Unverified" for row in rows.values())
     assert len(rows) > 4  # the rest of the claims file is listed too
     hint = " ".join(i.value for i in at.info)
     assert "make demo" in hint and "eca submit" in hint
-    page_text = " ".join(m.value for m in at.markdown)
-    assert "1910.03151" in page_text and "github.com/BangguWu/ECANet" in page_text
+    page_text = " ".join(h.value for h in at.html)
+    assert "1910.03151" in page_text and "github.com/BangguWu/ECANet" in page_text and "Qilong Wang" in page_text
     assert not Path(store_url.removeprefix("sqlite:///")).exists()  # looking must not create the store
 
 
@@ -184,14 +184,16 @@ def test_pages_never_write_the_store_nor_import_torch_or_lightning(store, store_
 
 def test_no_page_renders_html_or_markdown_from_the_store(store) -> None:  # type: ignore[no-untyped-def]
     add_hostile_runs(store)
-    pages = [(None, None), ("views/runs.py", {}), ("views/compare.py", {}), ("views/run.py", {"run": HOSTILE + "?"})]
+    pages = [(None, None), ("views/runs.py", {}), ("views/compare.py", {}), ("views/run.py", {"run": HOSTILE + "?"}),
+             ("views/reproductions.py", {}), ("views/reproduce.py", {"claim": "eca_resnet50-imagenet-top1"})]
     pages += [("views/run.py", {"run": run_id}) for run_id in HOSTILE_RUN_IDS]
     unsafe = {f"{page} {query}": unsafe_markup(run_app(page, query)) for page, query in pages}
     assert {page: found for page, found in unsafe.items() if found} == {}
     # The hostile values are still there to read, as text: the evidence link carries the id URL-quoted.
     rows = claim_rows(run_app())
-    evidence = next(row["Evidence"] for row in rows.values() if row["Evidence"][0] == HOSTILE)
-    assert evidence[1] == ["run?run=x%60%27%22%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E"]
+    hostile_link = "run?run=x%60%27%22%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E"
+    evidence = next(row["Evidence"] for row in rows.values() if row["Evidence"][1] == [hostile_link])
+    assert evidence[0] == f"{HOSTILE[:9]}…{HOSTILE[-4:]}"  # shortened as text; the whole id is in the link
 
 
 # ------------------------------------------------------------------------------------------ runs and run
@@ -212,10 +214,10 @@ def test_run_page_shows_learning_curves_results_and_provenance(store) -> None:  
     provenance = {row["Field"][0]: row["Value"][0] for table in html_tables(at) for row in table if "Field" in row}
     assert provenance["Git commit"] == "0123456789abcdef0123456789abcdef01234567"
     assert provenance["torch"] == "2.14.1"
-    assert "max_epochs: 4" in at.code[0].value  # the resolved config, as YAML
+    assert "max_epochs: 4" in at.expander[-1].code[0].value  # the resolved config, as YAML, folded
     results = at.table[0].value
-    assert results["top1"].tolist() == [77.55] and results["samples_evaluated"].tolist() == [50_000]
-    assert results["pipeline"].tolist() == ["torchvision (not recorded)"]  # a result stored without its pipeline
+    assert results["top-1"].tolist() == ["77.55"] and results["Samples evaluated"].tolist() == ["50,000"]
+    assert results["Pipeline"].tolist() == ["torchvision (not recorded)"]  # a result stored without its pipeline
 
 
 def test_run_page_names_an_unknown_run(store) -> None:  # type: ignore[no-untyped-def]
@@ -277,7 +279,9 @@ def test_a_running_run_that_stopped_beating_shows_lost_and_does_not_hold_its_cla
     [warning] = at.warning
     said = warning.value.replace("\\", "")
     assert f"stopped reporting at {last_beat:%Y-%m-%d %H:%M:%S} UTC" in said and "out of memory" in said
-    assert "eca submit JOB -- --ckpt_path last" in said and "\n" not in warning.value
+    assert "\n" not in warning.value
+    # The advice resumes this run, not the job's newest (without --from_run it would continue another run).
+    assert at.code[0].value == "eca submit jobs/train-mbv2.yaml -- --ckpt_path last --from_run run-lost"
     assert [m.value for m in at.metric if m.label == "Duration"] == ["1h 00m"]
 
     at = run_app("views/run.py", {"run": "run-live"})
@@ -293,7 +297,7 @@ def test_compare_page_puts_ours_next_to_the_paper(store) -> None:  # type: ignor
     add_runs(store, [RunSpec(id="run-r50", top1=77.52, top5=93.70)])
     at = run_app("views/compare.py", {})
     tables = {h.value: None for h in at.subheader}
-    assert "ResNet-50" in tables and "MobileNetV2" in tables
+    assert "ResNet-50 · ImageNet val" in tables and "MobileNetV2 · ImageNet val" in tables  # each says its data
     r50 = next(t for t in html_tables(at) if any(r["Model"][0] == "eca_resnet50" for r in t))
     eca = next(r for r in r50 if r["Model"][0] == "eca_resnet50")
     assert (eca["Top-1 paper"][0], eca["Top-1 ours"][0], eca["Status"][0]) == ("77.48", "77.52", "Verified")

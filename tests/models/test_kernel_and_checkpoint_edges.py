@@ -196,7 +196,7 @@ def _load_raising(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> list
 
 def test_a_file_is_read_on_the_cpu_and_as_weights_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "f.pth"
-    path.write_bytes(b"x")
+    path.write_bytes(b"PK\x03\x04")  # the start of torch's zip format: torch.load decides
     asked = _load_raising(monkeypatch, EOFError())
     with pytest.raises(CheckpointError):
         read_checkpoint(path)
@@ -209,6 +209,10 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     assert str(raised.value) == f"checkpoint {str(tmp_path / 'nope.pth.tar')!r} does not exist or is not a file"
 
 
+CUT = "could not read {path} as a torch checkpoint: it is a torch.save file, truncated or corrupted"
+COPY = "; copy it again (a .pth.tar file is a torch.save file, not a tar archive)"
+
+
 @pytest.mark.parametrize(
     ("error", "message"),
     [
@@ -219,22 +223,19 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
          "are accepted; re-save just the state_dict from a trusted environment."),
         (pickle.UnpicklingError("Weights only load failed.\nWeightsUnpickler error: Unsupported operand 110,\n"
                                 "on two lines\n\nCheck the documentation."),
-         "could not read {path}: it is not a file written by torch.save (Unsupported operand 110,\non two lines)"),
-        (pickle.UnpicklingError("invalid load key, 'x'.\nsecond line"),
-         "could not read {path}: it is not a file written by torch.save (invalid load key, 'x'.)"),
+         f"{CUT} (Unsupported operand 110, on two lines){COPY}"),
+        (pickle.UnpicklingError("invalid load key, 'x'.\nsecond line"), f"{CUT} (invalid load key, 'x'.){COPY}"),
         (RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory. Advice."),
-         "could not read {path} as a torch checkpoint: it is truncated or corrupted (PytorchStreamReader failed "
-         "reading zip archive: failed finding central directory); copy it again (a .pth.tar file is a torch.save "
-         "file, not a tar archive)"),
-        (EOFError(), "could not read {path} as a torch checkpoint: it is truncated or corrupted (EOFError); copy it "
-                     "again (a .pth.tar file is a torch.save file, not a tar archive)"),
+         f"{CUT} (PytorchStreamReader failed reading zip archive: failed finding central directory){COPY}"),
+        (EOFError(), f"{CUT} (EOFError){COPY}"),
+        (KeyError(101), f"{CUT} (KeyError 101){COPY}"),  # torch's unpickler on a damaged memo
     ],
 )  # fmt: skip
 def test_what_torch_load_raises_becomes_one_line_naming_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, message: str
 ) -> None:
     path = tmp_path / "f.pth.tar"
-    path.write_bytes(b"x")
+    path.write_bytes(b"\x80\x02")  # the start of torch's legacy format: torch.load decides
     _load_raising(monkeypatch, error)
     with pytest.raises(CheckpointError) as raised:
         read_checkpoint(path)

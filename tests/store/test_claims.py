@@ -33,7 +33,7 @@ def test_the_four_public_claims_come_first_in_the_public_pages_order() -> None:
 def test_every_claim_of_table_3_and_the_poster_is_there_with_a_registered_model() -> None:
     from ecaplatform.models import list_models
 
-    claims = {c["id"]: c for c in read_claims()}
+    claims = {c["id"]: c for c in read_claims() if c["task"] == "classification"}
     # 14 rows of Table 3 + 7 poster rows (ResNet-18/34), top-1 and top-5 each.
     assert len(claims) == 42
     spot_checks = {
@@ -51,8 +51,32 @@ def test_every_claim_of_table_3_and_the_poster_is_there_with_a_registered_model(
         assert claim["tolerance"] == 0.10 and claim["source"]
 
 
+def test_every_resnet_se_and_eca_row_of_tables_5_and_6_is_a_coco_claim_with_the_papers_ap() -> None:
+    from ecaplatform.models import list_models
+
+    claims = {c["id"]: c for c in read_claims() if c["task"] != "classification"}
+    rows = [r for r in paper.DETECTION_RESULTS if r.model is not None]  # not the NL and GC rows
+    assert len(rows) == 18 and len(claims) == 18 + 6  # box AP of every row, mask AP of the Mask R-CNN rows
+    registered = set(list_models(None))
+    for row in rows:
+        box = claims[f"{row.model}-coco-box_ap"]
+        assert (box["task"], box["metric"], box["claimed"], box["source"]) == ("detection", "box_ap", row.box_ap[0],
+                                                                               "Table 5")  # fmt: skip
+        if row.mask_ap is not None:
+            mask = claims[f"{row.model}-coco-mask_ap"]
+            assert (mask["task"], mask["claimed"], mask["source"]) == ("instance_segmentation", row.mask_ap[0],
+                                                                       "Table 6")  # fmt: skip
+    for claim in claims.values():
+        assert claim["model"] in registered
+        assert (claim["dataset"], claim["split"], claim["expected_samples"], claim["expected_classes"]) == (
+            "coco2017", "val", 5000, 80)  # fmt: skip
+        assert claim["tolerance"] == 0.2 and claim["method"] in ("ResNet", "SENet", "ECA-Net")
+    assert claims["faster_rcnn_eca_resnet50_fpn-coco-box_ap"]["claimed"] == 38.0
+    assert claims["mask_rcnn_eca_resnet101_fpn-coco-mask_ap"]["claimed"] == 37.4
+
+
 def test_every_claimed_value_and_label_is_the_papers(monkeypatch: pytest.MonkeyPatch) -> None:
-    claims = read_claims()
+    claims = [c for c in read_claims() if c["task"] == "classification"]
     for claim in claims:
         row = paper.RESULTS[claim["model"]]
         assert claim["claimed"] == getattr(row, claim["metric"]), claim["id"]
@@ -69,7 +93,7 @@ def test_loading_twice_changes_nothing_and_edits_update_in_place(tmp_path: Path)
         first = sync_claims(session)
     with session_scope(engine) as session:
         second = sync_claims(session)
-    assert (len(first.added), len(second.added), len(second.updated), len(second.unchanged)) == (42, 0, 0, 42)
+    assert (len(first.added), len(second.added), len(second.updated), len(second.unchanged)) == (66, 0, 0, 66)
 
     document = yaml.safe_load(claims_file().read_text())
     document["claims"][2]["tolerance"] = 0.25
@@ -78,10 +102,11 @@ def test_loading_twice_changes_nothing_and_edits_update_in_place(tmp_path: Path)
     edited.write_text(yaml.safe_dump(document))
     with session_scope(engine) as session:
         third = sync_claims(session, edited)
-    assert third.updated == ["eca_resnet50-imagenet-top1"] and third.not_in_file == ["eca_resnet34-imagenet-top5"]
+    assert third.updated == ["eca_resnet50-imagenet-top1"]
+    assert third.not_in_file == ["mask_rcnn_eca_resnet101_fpn-coco-mask_ap"]
     with session_scope(engine) as session:
         assert session.get(Claim, "eca_resnet50-imagenet-top1").tolerance == 0.25
-        assert session.scalar(select(func.count()).select_from(Claim)) == 42  # removed from the file, kept in store
+        assert session.scalar(select(func.count()).select_from(Claim)) == 66  # removed from the file, kept in store
 
 
 @pytest.mark.parametrize(
@@ -89,10 +114,11 @@ def test_loading_twice_changes_nothing_and_edits_update_in_place(tmp_path: Path)
     [
         (lambda c: c.update(toleranse=0.1), r"claim 'eca_resnet152-imagenet-top1': unknown field\(s\) \['toleranse'\]"),
         (lambda c: c.update(metric="top3"), r"metric 'top3' is not one of classification's \('top1', 'top5'\)"),
-        (lambda c: c.update(task="detection"), r"task 'detection' is not one of \['classification'\]"),
+        (lambda c: c.update(task="detection"), r"metric 'top1' is not one of detection's \('box_ap', "),
+        (lambda c: c.update(task="segmentation"), r"task 'segmentation' is not one of \['classification', 'detec"),
         (lambda c: c.update(tolerance="high"), r"tolerance must be a non-negative number"),
         (lambda c: c.update(claimed=78.92, source="x"), r"remove \['claimed', 'source'\]; .* ecaplatform/paper\.py"),
-        (lambda c: c.update(model="eca_resnet9", id="eca_resnet9-imagenet-top1"), r"'eca_resnet9' has no row in"),
+        (lambda c: c.update(model="eca_resnet9", id="eca_resnet9-imagenet-top1"), r"has no top1 for 'eca_resnet9'"),
         (lambda c: c.pop("model"), r"missing field\(s\) \['model'\]"),
         (lambda c: c.update(id="eca_resnet101-imagenet-top1"), r"duplicate id"),
     ],
@@ -122,4 +148,4 @@ def test_eca_claims_shows_the_public_claims_unverified_on_a_fresh_store(capsys: 
     ]  # fmt: skip
     assert eca(["claims", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert len(records) == 42 and {r["status"] for r in records} == {"Unverified"}
+    assert len(records) == 66 and {r["status"] for r in records} == {"Unverified"}

@@ -172,14 +172,15 @@ FINGERPRINT = {"dataset": "imagenet", "split": "val", "num_samples": 50_000, "nu
 
 
 def record(engine: Engine, run_id: str, model: str, outcomes: Outcomes | None, *, n: int = 50_000,
-           split: str = "val", fingerprint: dict | None = None, top1: float | None = None) -> int:  # fmt: skip
+           split: str = "val", fingerprint: dict | None = None, top1: float | None = None,
+           class_names: list[str] | None = None) -> int:  # fmt: skip
     """A validate run as the recorder writes it (through writes.add_result): succeeded, with one result."""
     writes.start_run(engine, run_id, job_name=f"verify-{model}", command="validate", model_name=model,
                      checkpoint_path=f"/ckpt/{model}.pth")  # fmt: skip
     result_id = writes.add_result(
         engine, run_id, model_name=model, dataset="imagenet", split=split, loss=1.0, samples_evaluated=n,
         top1=outcomes.top1_percent if outcomes else top1, top5=outcomes.top5_percent if outcomes else None,
-        fingerprint=fingerprint or FINGERPRINT, outcomes=outcomes,
+        fingerprint=fingerprint or FINGERPRINT, outcomes=outcomes, class_names=class_names,
     )  # fmt: skip
     writes.finish_run(engine, run_id, "succeeded")
     return result_id
@@ -282,8 +283,11 @@ def test_eca_compare_uses_the_newest_val_result_and_reads_without_writing(
                                           "(num_samples, hash differ): imagenet/val, 5,000 images, hash 555555555555 "
                                           "against imagenet/val, 50,000 images, hash ffffffffffff"),
         (["compare", "--result", "1", "99"], "eca compare: no result with id 99"),
+        (["compare", "r-se", "r-partial"], "eca compare: result 5 of run r-partial is a partial evaluation (128 of "
+                                           "50,000 images): per-image outcomes are kept only for the whole split"),
     ],
-    ids=["unknown run", "no result", "no val result", "no outcomes", "different images", "unknown result"],
+    ids=["unknown run", "no result", "no val result", "no outcomes", "different images", "unknown result",
+         "partial"],  # fmt: skip
 )
 def test_eca_compare_says_in_one_line_why_it_cannot_compare(
     argv: list[str], problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -298,10 +302,51 @@ def test_eca_compare_says_in_one_line_why_it_cannot_compare(
     record(engine, "r-old", "resnet50", None, top1=75.2)  # result 3: recorded before outcomes were kept
     record(engine, "r-subset", "resnet50", image_outcomes(0.75, seed=9, n=5000, classes=100), n=5000,
            fingerprint={**FINGERPRINT, "num_samples": 5000, "hash": "5" * 64})  # fmt: skip
+    record(engine, "r-partial", "resnet50", None, n=128, top1=50.0)  # result 5: limit_val_batches, 128 images
     engine.dispose()
     assert eca(argv) == 1
     captured = capsys.readouterr()
     assert captured.err.startswith(problem) and captured.err.count("\n") == 1 and captured.out == ""
+
+
+BASE_5000, OTHER_5000 = (image_outcomes(top1, seed=seed, n=5000, classes=100) for top1, seed in ((0.75, 1), (0.77, 2)))
+
+
+def test_eca_compare_of_two_equal_results_says_no_image_differs(capsys: pytest.CaptureFixture[str]) -> None:
+    engine = writer_engine()
+    for run_id in ("a", "same"):
+        record(engine, run_id, "resnet50", BASE_5000, n=5000, fingerprint={**FINGERPRINT, "num_samples": 5000})
+    engine.dispose()
+    assert eca(["compare", "a", "same"]) == 0
+    out = capsys.readouterr().out
+    assert "No image differs: A and B are right at top-1 on the same 3,750 images." in out
+    assert "differ most" not in out and "+0.0\n" not in out
+
+
+def test_eca_compare_names_classes_by_their_folder_names(capsys: pytest.CaptureFixture[str]) -> None:
+    names = [f"folder-{i:03d}" for i in range(100)]
+    base, other, fingerprint = BASE_5000, OTHER_5000, {**FINGERPRINT, "num_samples": 5000}
+    engine = writer_engine()
+    for run_id, outcomes in (("a", base), ("other", other)):
+        record(engine, run_id, "resnet50", outcomes, n=5000, fingerprint=fingerprint, class_names=names)
+    record(engine, "unnamed", "resnet50", other, n=5000, fingerprint=fingerprint)  # recorded without names
+    engine.dispose()
+    expected = class_differences(base, other, 5)
+    assert eca(["compare", "a", "other"]) == 0
+    rows = capsys.readouterr().out.split("classes where they differ most")[1].splitlines()[3:]
+    assert [row.split()[0] for row in rows] == [names[c.class_index] for c in expected] and len(rows) == 5
+    assert eca(["compare", "a", "other", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [c["class_name"] for c in report["classes"]] == [names[c.class_index] for c in expected]
+    assert eca(["compare", "unnamed", "a"]) == 0  # names from either side
+    assert capsys.readouterr().out.split("differ most")[1].splitlines()[3].split()[0].startswith("folder-")
+
+
+def test_class_differences_leave_out_classes_where_the_two_are_equal() -> None:
+    a = outcomes_of([0, 0, 1, 1, 2, 2], [True, False, True, False, True, True])
+    b = outcomes_of([0, 0, 1, 1, 2, 2], [False, True, True, True, True, True])  # class 0: same share, other image
+    assert [c.class_index for c in class_differences(a, b)] == [1]
+    assert class_differences(a, a) == []
 
 
 def test_eca_compare_without_a_store_says_how_one_is_made(capsys: pytest.CaptureFixture[str]) -> None:
@@ -345,7 +390,8 @@ def test_compare_page_shows_paired_differences_next_to_the_papers() -> None:
         assert row["Runs"][1] == [f"run?run={run_id}", "run?run=r50-eca"]
 
     captions = [c.value for c in at.caption]
-    assert "No paired comparison with CBAM\\: no result with per-image outcomes for cbam\\_resnet50." in captions
+    missing = "No paired comparison with CBAM\\: no result with per-image outcomes for cbam\\_resnet50 on imagenet/val."
+    assert missing in captions
     r18 = [c for c in captions if "eca\\_resnet18" in c]
     assert len(r18) == 1 and "ResNet, SENet" in r18[0]  # one line for the backbone, not one per baseline
 

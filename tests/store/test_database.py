@@ -102,6 +102,62 @@ def test_a_store_an_older_version_wrote_reads_the_same_after_the_upgrade(
     engine.dispose()
 
 
+# (run, samples, the `metrics` 0005 wrote as JSON text, its top1 column): float32 percentages as the recorder kept
+# them; a row an older version wrote after 0005 (`{}`, top1/top5 only); a value no whole number of images makes
+# (99% of 360); detection's box AP, no proportion.
+ROWS_AT_0005 = [
+    ("partial", 203, '{"top1": 39.40886688232422, "top5": 73.89162445068359}', 39.40886688232422),
+    ("whole", 50_000, "{}", 77.48200225830078),
+    ("odd", 360, '{"top1": 60.0, "top5": 99.0}', 60.0),
+    ("coco", 500, '{"box_ap": 38.12}', None),
+]
+
+
+def test_a_store_at_0005_keeps_exact_counts_after_the_upgrade(
+    store_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Results 0005 stored as float32 percentages get their exact counts (round(pct * n / 100)); readers then show
+    the exact percentage (80 of 203: 39.4088669951, not 39.4088668823). Down at 0005 again, the rows stay."""
+    old = make_engine(store_url)
+    _migrate(old, "0005_task_metrics")
+    with old.begin() as connection:
+        for run_id, samples, metrics, top1 in ROWS_AT_0005:
+            row = {"run": run_id, "n": samples, "metrics": metrics, "top1": top1, "now": "2026-12-01 10:00",
+                   "fp": json.dumps({"dataset": "imagenet", "split": "val", "num_samples": samples,
+                                     "num_classes": 1000})}  # fmt: skip
+            connection.execute(text("INSERT INTO runs (id, job_name, command, model_name, status, created_at, config, "
+                                    "versions, num_nodes, world_size) VALUES (:run, 'j', 'validate', 'eca_resnet50', "
+                                    "'succeeded', :now, '{}', '{}', 1, 1)"), row)  # fmt: skip
+            connection.execute(text("INSERT INTO results (run_id, model_name, dataset, split, metrics, top1, "
+                                    "samples_evaluated, fingerprint, created_at) VALUES (:run, 'eca_resnet50', "
+                                    "'imagenet', 'val', :metrics, :top1, :n, :fp, :now)"), row)  # fmt: skip
+    old.dispose()
+
+    engine = writer_engine(store_url)  # the first write of this version migrates it
+    with session_scope(engine) as session:
+        results = {r.run_id: r for r in session.scalars(select(Result))}
+        assert {run_id: r.counts for run_id, r in results.items()} == {
+            "partial": {"top1": {"correct": 80, "evaluated": 203}, "top5": {"correct": 150, "evaluated": 203}},
+            "whole": {"top1": {"correct": 38_741, "evaluated": 50_000}},
+            "odd": {"top1": {"correct": 216, "evaluated": 360}},
+            "coco": None,
+        }
+        values = {run_id: r.metric_values for run_id, r in results.items()}
+    assert f"{values['partial']['top1']:.10f}" == "39.4088669951" and values["whole"] == {"top1": 77.482}
+    assert values["odd"] == {"top1": 60.0, "top5": 99.0} and values["coco"] == {"box_ap": 38.12}
+    monkeypatch.setenv("ECA_DB_URL", store_url)
+    assert eca(["claims", "--json", "--model", "eca_resnet50"]) == 0
+    [top1] = [claim for claim in json.loads(capsys.readouterr().out) if claim["metric"] == "top1"]
+    assert (top1["status"], top1["verified_value"], top1["evidence_run_id"]) == ("Verified", 77.482, "whole")
+
+    _migrate(engine, "0005_task_metrics", down=True)
+    columns = {column["name"] for column in inspect(engine).get_columns("results")}
+    assert "metrics" in columns and not {"counts", "class_names"} & columns
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(Result.__table__)).scalar() == len(ROWS_AT_0005)
+    engine.dispose()
+
+
 def test_run_metrics_and_results_round_trip(store_url: str) -> None:
     engine = writer_engine(store_url)
     start_run(engine, "r1", job_name="j", command="fit", model_name="eca_resnet50", config={"a": [1, 2]})

@@ -240,7 +240,7 @@ def test_missing_checkpoint_file_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ("schedule.kind=linear", "kind\": Expected a typing.Literal['step', 'exponential', 'cosine', 'constant']. Got"),
+        ("schedule.kind=linear", "kind\": Expected a typing.Literal['step', 'multistep', 'exponential', 'cosine', "),
         ("label_smoothing=1.0", "model.label_smoothing\": Not of type SmoothingFactor: 1.0 does not conform to"),
         ("optimizer.lr=-1", "model.optimizer.lr\": Not of type PositiveFloat: -1 does not conform to restriction v>0"),
         ("optimizer.lr=0", "model.optimizer.lr\": Not of type PositiveFloat: 0 does not conform to restriction v>0"),

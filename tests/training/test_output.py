@@ -15,7 +15,7 @@ from ecaplatform.training.quiet import srun_hint_helps
 from tests.conftest import REPO_ROOT
 
 DEMO = REPO_ROOT / "jobs" / "demo_cpu.yaml"
-NOISE = ("LeafSpec", "💡", "litlogger", "anonymous setting", "`srun` command is available", "\r")
+NOISE = ("LeafSpec", "💡", "litlogger", "anonymous setting", "`srun` command is available", "\r", "wandb:")
 
 
 @pytest.fixture
@@ -28,6 +28,7 @@ def fit_output(tmp_path: Path) -> str:
     (bin_dir / "srun").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    env.pop("WANDB_SILENT", None)  # the tests' own setting (conftest): here W&B speaks as it would to a user
     args = [sys.executable, "-m", "ecaplatform", "fit", "--config", str(DEMO), "--trainer.max_epochs", "2",
             "--data.init_args.image_size", "16", "--trainer.limit_train_batches", "3",
             "--trainer.limit_val_batches", "2", "--job.wandb_mode", "offline"]  # fmt: skip

@@ -44,13 +44,15 @@ def test_a_rerun_of_a_job_never_touches_the_earlier_runs_checkpoint(tmp_path: Pa
         assert Path(run.checkpoint_path) == tmp_path / "runs" / "demo_cpu" / run.id / "checkpoints" / "best.ckpt"
 
 
-@pytest.mark.slow  # three fits and three validations
-def test_last_and_best_resolve_to_the_latest_run_unless_one_is_named(
+@pytest.mark.slow  # four fits and three validations
+def test_last_and_best_resolve_to_the_latest_run_of_the_jobs_model_unless_one_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert fit() == 0
     assert fit() == 0
     a, b = runs_by_age()
+    assert fit("--model.model_name", "resnet18") == 0  # the job's newest run, of another model: passed over
+    [other] = [run for run in runs_by_age() if run.id not in (a.id, b.id)]
     capsys.readouterr()
 
     def validate(*extra: str) -> Run:
@@ -60,7 +62,8 @@ def test_last_and_best_resolve_to_the_latest_run_unless_one_is_named(
 
     latest = validate()
     out = capsys.readouterr().out
-    assert f"--ckpt_path best: run {b.id}: {b.checkpoint_path}" in out  # says which run and file it took
+    assert f"--ckpt_path best: run {b.id} (newer runs of other models passed over: {other.id} (resnet18)): " \
+           f"{b.checkpoint_path}" in out  # says which run and file it took
     assert latest.checkpoint_path == b.checkpoint_path and latest.id not in (a.id, b.id)
     named = validate("--from_run", a.id)
     assert f"--ckpt_path best: run {a.id}: {a.checkpoint_path}" in capsys.readouterr().out
@@ -72,7 +75,7 @@ def test_last_and_best_resolve_to_the_latest_run_unless_one_is_named(
         capsys.readouterr().out)  # fmt: skip
     assert {epoch for epoch, _ in store_epoch_metrics(a.id)} == {0, 1}
     assert {epoch for epoch, _ in store_epoch_metrics(b.id)} == {0}
-    assert len(runs_by_age()) == 4  # a, b and the two validations
+    assert len(runs_by_age()) == 5  # a, b, other and the two validations
 
     assert main(["validate", "--config", str(DEMO), *QUICK, "--ckpt_path", "best", "--from_run", "nope"]) == 1
     err = capsys.readouterr().err

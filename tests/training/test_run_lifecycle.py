@@ -20,7 +20,12 @@ from ecaplatform.store.verification import RUNNING, UNVERIFIED, evaluate_claims
 from tests.services import wait_for
 from tests.training_helpers import CLASSIFIER_EPOCH_METRICS, DEMO, csv_epoch_metrics, store_epoch_metrics
 
-CLAIM = "eca_resnet18-imagenet-top1"  # the demo trains eca_resnet18
+# The demo trains eca_resnet18 on digits: a claim on digits is one it can hold Running (an ImageNet claim never).
+CLAIM = "eca_resnet18-digits-top1"
+DIGITS_CLAIMS = f"""claims:
+  - {{id: {CLAIM}, paper: demo, model: eca_resnet18, task: classification, dataset: digits, split: val,
+     expected_samples: 360, expected_classes: 10, metric: top1, tolerance: 0.1}}
+"""
 QUICK = ["--data.init_args.image_size", "16", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
          "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
 # A run that goes on until it is stopped (and writes no checkpoint files while it does).
@@ -83,6 +88,8 @@ def test_a_killed_run_shows_lost_and_no_longer_keeps_its_claim_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ECA_HEARTBEAT_TIMEOUT_S", "3")  # a beat every 0.6 s; lost 3 s after the last one
+    (tmp_path / "claims.yaml").write_text(DIGITS_CLAIMS)
+    monkeypatch.setenv("ECA_CLAIMS_FILE", str(tmp_path / "claims.yaml"))  # the child process reads it too
     proc = spawn(["fit", "--config", str(DEMO), "--job.claim", CLAIM, *ENDLESS], tmp_path)
     try:
         first_beat = getattr(wait_for(running_run, "the run marked running"), "heartbeat_at", None)
