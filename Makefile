@@ -22,7 +22,7 @@ demo: $(STAMP)
 # The whole suite. The service tests' Debian packages (PostgreSQL, SLURM, Chromium) are installed first when missing
 # and we are root; otherwise one line names them and those tests skip (under CI=true a skip fails: tests/conftest.py).
 test: lint system-deps
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --durations=20
 
 system-deps:
 	@bash scripts/install_system_deps.sh --if-root
