@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.batch_size}, median of {args.rounds} rounds")
     print(f"{bar} {'detector':<34} {bar} {'train img/s':>11} {bar} {'x plain':>7} {bar} {'infer img/s':>11} "
           f"{bar} {'x plain':>7} {bar}")
+    if args.markdown:
+        print("|---|---|---|---|---|")
     for name in names:
         plain = name.replace("_se_", "_").replace("_eca_", "_")
         ratios = [rate[(name, k)] / rate[(plain, k)] for k in ("train", "infer")]
