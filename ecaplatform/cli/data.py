@@ -1,10 +1,12 @@
-"""`eca data imagenet`: the command line of ecaplatform.datamodules.imagenet_prep."""
+"""`eca data imagenet|coco`: the command line of ecaplatform.datamodules.imagenet_prep and coco_prep."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from torchvision.datasets import imagenet as tv_imagenet
 
@@ -111,27 +113,36 @@ def _add_coco(commands: argparse._SubParsersAction) -> None:
                       "one, without hashing them; the manifest records them as unverified")  # fmt: skip
 
 
+def _prepared(dataset: str, prepare: Callable[[Any], dict[str, Any]], job: Any, kept: str) -> dict[str, Any] | int:
+    """prepare(job)'s manifest, or the exit code after one line saying what stopped it (`kept`: what a rerun keeps)."""
+    try:
+        return prepare(job)
+    except DataError as err:
+        print(f"eca data {dataset}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"eca data {dataset}: interrupted; run the same command again to finish ({kept} kept)", file=sys.stderr)
+        return 130
+    except OSError as err:  # e.g. the disk filled up: say so in one line; the work done so far is kept
+        print(f"eca data {dataset}: error: {err}; fix that and run the same command again to finish", file=sys.stderr)
+        return 1
+
+
+def _verified(manifest: dict[str, Any]) -> str:
+    return "checksums verified" if manifest["verified"] else "NOT verified against published checksums"
+
+
 def _coco_main(args: argparse.Namespace) -> int:
     from ecaplatform.datamodules.coco_prep import SPLITS as COCO_SPLITS
     from ecaplatform.datamodules.coco_prep import CocoJob, prepare_coco
 
     splits = COCO_SPLITS if args.split == "both" else (f"{args.split}2017",)
     job = CocoJob(archives=args.archives, out=args.out, splits=splits, verify=not args.no_verify)
-    try:
-        manifest = prepare_coco(job)
-    except DataError as err:
-        print(f"eca data coco: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("eca data coco: interrupted; run the same command again to finish (finished work is kept)",
-              file=sys.stderr)  # fmt: skip
-        return 130
-    except OSError as err:  # e.g. a full disk: one line; the work done so far is kept
-        print(f"eca data coco: error: {err}; fix that and run the same command again to finish", file=sys.stderr)
-        return 1
+    manifest = _prepared("coco", prepare_coco, job, "finished work is")
+    if isinstance(manifest, int):
+        return manifest
     counts = ", ".join(f"{s} {e['images']:,} images" for s, e in manifest["splits"].items())
-    state = "checksums verified" if manifest["verified"] else "NOT verified against published checksums"
-    print(f"COCO ready in {job.out} ({state}): {counts}; use --data.root {job.out}")
+    print(f"COCO ready in {job.out} ({_verified(manifest)}): {counts}; use --data.root {job.out}")
     return 0
 
 
@@ -152,21 +163,10 @@ def data_main(argv: list[str]) -> int:
         verify=not args.no_verify,
         link=None if args.archives is not None else (args.link or "hardlink"),
     )
-    try:
-        manifest = prepare_imagenet(job)
-    except DataError as err:
-        print(f"eca data imagenet: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(
-            "eca data imagenet: interrupted; run the same command again to finish (finished class folders are kept)",
-            file=sys.stderr,
-        )
-        return 130
-    except OSError as err:  # e.g. the disk filled up: say so in one line; the work done so far is kept
-        print(f"eca data imagenet: error: {err}; fix that and run the same command again to finish", file=sys.stderr)
-        return 1
+    manifest = _prepared("imagenet", prepare_imagenet, job, "finished class folders are")
+    if isinstance(manifest, int):
+        return manifest
     counts = ", ".join(f"{s} {e['images']:,} images / {e['classes']} classes" for s, e in manifest["splits"].items())
-    state = "checksums verified" if manifest["verified"] else "NOT verified against published checksums"
-    print(f"ImageNet ready in {job.out} ({manifest['source']}, {state}): {counts}; use --data.root {job.out}")
+    print(f"ImageNet ready in {job.out} ({manifest['source']}, {_verified(manifest)}): {counts}; use --data.root "
+          f"{job.out}")
     return 0
